@@ -1,0 +1,1 @@
+"""The Discord side of sdbot: settings, entry point, client, commands and delivery."""
