@@ -1,0 +1,188 @@
+"""Loading models onto a device: device and dtype choice, schedulers, safetensors only.
+
+Text-to-image and image-to-image share one set of weights: the image-to-image
+pipeline is built from the loaded one's components (`from_pipe`), never loaded twice.
+Runs in the worker thread: loading takes seconds to minutes and must stay off the
+event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from generation.errors import ModelLoadError, UnsafeWeights
+from generation.models import PICKLE_SUFFIXES, ModelSpec, refuse_pickle
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how models run: device, dtype and the memory/speed switches."""
+
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+    low_vram: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    vae_tiling: bool = False
+
+    @classmethod
+    def resolve(
+        cls, device: str = "auto", dtype: str = "auto", *, low_vram: bool = False,
+        compile: bool = False,
+    ) -> Placement:
+        """Pick the device (CUDA, then MPS, then CPU) and its best dtype unless told."""
+        if device == "auto":
+            if torch.cuda.is_available():
+                device = "cuda"
+            elif torch.backends.mps.is_available():
+                device = "mps"
+            else:
+                device = "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ModelLoadError("SDBOT_DEVICE is cuda, but torch sees no CUDA device")
+        if dtype == "auto":
+            if device == "cuda":
+                chosen = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            elif device == "mps":
+                chosen = torch.float16
+            else:
+                chosen = torch.float32
+        else:
+            chosen = DTYPES[dtype]
+        on_cuda = device == "cuda"
+        return cls(
+            device=device,
+            dtype=chosen,
+            low_vram=low_vram and on_cuda,
+            channels_last=on_cuda,
+            compile=compile and on_cuda,
+            vae_tiling=low_vram,
+        )
+
+
+def make_scheduler(name: str, config: Any) -> Any:
+    """A scheduler of the named kind, configured from the model's own scheduler config."""
+    import diffusers
+
+    table: dict[str, tuple[str, dict[str, Any]]] = {
+        "euler": ("EulerDiscreteScheduler", {}),
+        "euler-a": ("EulerAncestralDiscreteScheduler", {}),
+        "ddim": ("DDIMScheduler", {}),
+        "dpm++": ("DPMSolverMultistepScheduler", {}),
+        "dpm++-karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+        "lms": ("LMSDiscreteScheduler", {}),
+        "pndm": ("PNDMScheduler", {}),
+        "unipc": ("UniPCMultistepScheduler", {}),
+    }
+    class_name, extra = table[name]
+    return getattr(diffusers, class_name).from_config(config, **extra)
+
+
+@dataclass
+class LoadedModel:
+    """A model resident on its device, with both pipelines sharing its weights."""
+
+    spec: ModelSpec
+    placement: Placement
+    txt2img: Any
+    img2img: Any
+    safety_checker: Any = None
+    feature_extractor: Any = None
+    _schedulers: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.txt2img.tokenizer
+
+    def scheduler(self, name: str) -> Any:
+        """A fresh-state scheduler of this kind (cached: one worker thread uses them)."""
+        if name not in self._schedulers:
+            self._schedulers[name] = make_scheduler(name, self.txt2img.scheduler.config)
+        return self._schedulers[name]
+
+
+def _pipeline_class(spec: ModelSpec) -> Any:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline if spec.family.xl else StableDiffusionPipeline
+
+
+def _check_folder(folder: Path) -> None:
+    """Refuse a diffusers folder whose weights are only pickles."""
+    weights = [p for p in folder.rglob("*") if p.is_file()]
+    pickles = [p for p in weights if p.suffix.lower() in PICKLE_SUFFIXES]
+    safetensors = [p for p in weights if p.suffix == ".safetensors"]
+    if pickles and not safetensors:
+        raise UnsafeWeights(
+            f"refusing to load {folder}: its weights are pickles "
+            f"({', '.join(sorted({p.suffix for p in pickles}))}), which can run arbitrary "
+            "code when loaded. Use a copy saved as .safetensors."
+        )
+
+
+def _from_source(spec: ModelSpec, dtype: torch.dtype) -> Any:
+    if spec.source_kind == "tiny":
+        from generation.tiny import build_tiny_pipeline
+
+        pipe = build_tiny_pipeline()
+        return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
+    cls = _pipeline_class(spec)
+    if spec.source_kind == "file":
+        path = Path(spec.source).expanduser()
+        if not path.is_file():
+            raise ModelLoadError(f"model file {path} does not exist")
+        return cls.from_single_file(str(path), torch_dtype=dtype, use_safetensors=True)
+    if spec.source_kind == "dir":
+        _check_folder(Path(spec.source).expanduser())
+    return cls.from_pretrained(spec.source, torch_dtype=dtype, use_safetensors=True)
+
+
+def load_model(spec: ModelSpec, placement: Placement) -> LoadedModel:
+    """Load `spec` onto `placement.device`; raise `ModelLoadError` or `UnsafeWeights`."""
+    from diffusers import AutoPipelineForImage2Image
+
+    refuse_pickle(spec.source)
+    log.info("loading model %s from %s (%s) on %s %s", spec.name, spec.source,
+             spec.family.label, placement.device, str(placement.dtype).removeprefix("torch."))
+    try:
+        pipe = _from_source(spec, placement.dtype)
+    except (UnsafeWeights, ModelLoadError):
+        raise
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"cannot load model {spec.name} from {spec.source}: {exc}") from exc
+    pipe.set_progress_bar_config(disable=True)
+    checker = getattr(pipe, "safety_checker", None)
+    extractor = getattr(pipe, "feature_extractor", None)
+    if checker is not None:
+        # Run the checker ourselves, so flagged images can be spoilered rather than blacked out.
+        pipe.safety_checker = None
+    _place(pipe, placement)
+    if checker is not None and not placement.low_vram:
+        checker.to(placement.device)
+    img2img = AutoPipelineForImage2Image.from_pipe(pipe)
+    img2img.set_progress_bar_config(disable=True)
+    return LoadedModel(spec, placement, pipe, img2img, checker, extractor)
+
+
+def _place(pipe: Any, placement: Placement) -> None:
+    if placement.low_vram:
+        pipe.enable_model_cpu_offload()
+    else:
+        pipe.to(placement.device)
+    if placement.vae_tiling:
+        pipe.vae.enable_tiling()
+        pipe.vae.enable_slicing()
+    if placement.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if placement.compile:
+        pipe.unet = torch.compile(pipe.unet, mode="max-autotune-no-cudagraphs")

@@ -1,0 +1,326 @@
+"""Runs one batch of jobs through the pipeline, in the worker's GPU thread.
+
+Everything here is blocking and owns the pipeline: only the single worker
+thread may call it. Results and progress go back through plain callbacks that
+the worker turns into thread-safe hand-offs to the event loop.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+from generation.errors import JobCancelled, JobFailed, ModelLoadError, UnsafeWeights, WorkerStopped
+from generation.jobs import GeneratedImage, Job, JobResult, Phase, Progress
+from generation.loader import LoadedModel, Placement, load_model
+from generation.models import ModelRegistry, ModelSpec
+from generation.output import encode_png, make_grid, parameters_text
+from generation.preview import preview_images
+from generation.request import GenerationRequest, Kind
+
+log = logging.getLogger(__name__)
+
+ProgressSink = Callable[[Progress], None]
+Outcome = JobResult | BaseException
+
+
+class FaultInjector(Protocol):
+    """Test seam: lets tests inject out-of-memory, exceptions or NaN latents."""
+
+    def before_batch(self, jobs: list[Job]) -> None: ...
+
+    def on_latents(self, step: int, latents: torch.Tensor, jobs: list[Job]) -> None: ...
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class StepTimer:
+    """Measured seconds per image per denoising step, for queue ETAs."""
+
+    seconds_per_image_step: float | None = None
+
+    def record(self, seconds: float, images: int, steps: int) -> None:
+        if images <= 0 or steps <= 0:
+            return
+        sample = seconds / (images * steps)
+        old = self.seconds_per_image_step
+        self.seconds_per_image_step = sample if old is None else 0.7 * old + 0.3 * sample
+
+
+class BatchRunner:
+    """Owns the resident model and turns batches of jobs into results."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        placement: Placement,
+        *,
+        progress_interval: float = 1.5,
+        previews: bool = True,
+        loader: Callable[[ModelSpec, Placement], LoadedModel] = load_model,
+        faults: FaultInjector | None = None,
+    ) -> None:
+        self.registry = registry
+        self.placement = placement
+        self.progress_interval = progress_interval
+        self.previews = previews
+        self.loader = loader
+        self.faults = faults
+        self.timer = StepTimer()
+        self.model: LoadedModel | None = None
+        self.stop_event = threading.Event()
+
+    def ensure_model(self, name: str) -> LoadedModel:
+        """The named model, loading it (and unloading the resident one) if needed."""
+        spec = self.registry.get(name)
+        if self.model is not None and self.model.spec == spec:
+            return self.model
+        if self.model is not None:
+            log.info("switching model: unloading %s to load %s", self.model.spec.name, spec.name)
+            self.model = None
+            free_memory()
+        self.model = self.loader(spec, self.placement)
+        return self.model
+
+    def run(
+        self,
+        jobs: list[Job],
+        publish: Callable[[str, Progress], None],
+        is_cancelled: Callable[[str], bool],
+    ) -> dict[str, Outcome]:
+        """Run `jobs` as one pipeline call; on failure, retry them one at a time."""
+        try:
+            return self._run_batch(jobs, publish, is_cancelled)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            if isinstance(exc, ModelLoadError | UnsafeWeights):
+                return {job.id: JobFailed(str(exc)) for job in jobs}
+            if is_out_of_memory(exc):
+                free_memory()
+            if len(jobs) == 1:
+                return {jobs[0].id: _as_job_failure(exc, jobs[0].request)}
+            log.warning("batch of %d jobs failed (%s); retrying one at a time", len(jobs), exc)
+            outcomes: dict[str, Outcome] = {}
+            for job in jobs:
+                outcomes.update(self.run([job], publish, is_cancelled))
+            return outcomes
+
+    def _run_batch(
+        self,
+        jobs: list[Job],
+        publish: Callable[[str, Progress], None],
+        is_cancelled: Callable[[str], bool],
+    ) -> dict[str, Outcome]:
+        first = jobs[0].request
+        resident = self.model is not None and self.model.spec.name == first.model
+        for job in jobs:
+            phase = Phase.RUNNING if resident else Phase.LOADING
+            publish(job.id, Progress(job.id, phase, total=first.steps))
+        model = self.ensure_model(first.model)
+        if self.faults is not None:
+            self.faults.before_batch(jobs)
+        started = time.perf_counter()
+        reporter = _StepReporter(self, model, jobs, publish, is_cancelled, started)
+        arrays = self._call_pipeline(model, jobs, reporter)
+        if self.stop_event.is_set() and reporter.interrupted:
+            return {job.id: WorkerStopped("sdbot is restarting") for job in jobs}
+        elapsed = time.perf_counter() - started
+        images = sum(job.request.count for job in jobs)
+        self.timer.record(elapsed, images, reporter.total)
+        outcomes: dict[str, Outcome] = {}
+        offset = 0
+        for job in jobs:
+            part = arrays[offset : offset + job.request.count]
+            offset += job.request.count
+            if is_cancelled(job.id):
+                outcomes[job.id] = JobCancelled("cancelled")
+                continue
+            outcomes[job.id] = self._finish(model, job, part, elapsed, len(jobs))
+        return outcomes
+
+    def _call_pipeline(
+        self, model: LoadedModel, jobs: list[Job], reporter: _StepReporter
+    ) -> np.ndarray:
+        first = jobs[0].request
+        prompts, negatives, generators, inits = [], [], [], []
+        for job in jobs:
+            request = job.request
+            for seed in request.seeds():
+                prompts.append(request.prompt)
+                negatives.append(request.negative_prompt)
+                generators.append(torch.Generator("cpu").manual_seed(seed))
+                if request.kind.needs_image:
+                    inits.append(_init_image(request))
+        kwargs: dict[str, Any] = {
+            "prompt": prompts,
+            "negative_prompt": negatives,
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance,
+            "generator": generators,
+            "output_type": "np",
+            "callback_on_step_end": reporter,
+            "callback_on_step_end_tensor_inputs": ["latents"],
+        }
+        if first.kind.needs_image:
+            pipe = model.img2img
+            kwargs.update(image=inits, strength=first.strength)
+            reporter.total = max(1, int(first.steps * first.strength))
+        else:
+            pipe = model.txt2img
+            kwargs.update(width=first.width, height=first.height)
+            reporter.total = first.steps
+        pipe.scheduler = model.scheduler(first.scheduler)
+        reporter.pipe = pipe
+        with torch.inference_mode():
+            output = pipe(**kwargs)
+        return np.asarray(output.images)
+
+    def _finish(
+        self, model: LoadedModel, job: Job, arrays: np.ndarray, elapsed: float, batch: int
+    ) -> Outcome:
+        request = job.request
+        if not np.isfinite(arrays).all():
+            return JobFailed(
+                "the model produced invalid (NaN) pixels; this is usually a half-precision "
+                "overflow. The admin can try SDBOT_DTYPE=bf16 or fp32."
+            )
+        pil = [Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8)) for a in arrays]
+        flags = _safety_flags(model, pil, arrays)
+        label = model.spec.name
+        images = tuple(
+            GeneratedImage(
+                index=i,
+                seed=seed,
+                png=encode_png(image, parameters_text(request, seed, label)),
+                width=image.width,
+                height=image.height,
+                nsfw=flags[i],
+            )
+            for i, (seed, image) in enumerate(zip(request.seeds(), pil, strict=True))
+        )
+        grid = images[0].png if len(pil) == 1 else encode_png(make_grid(pil))
+        return JobResult(job.id, images, grid, label, elapsed, batch)
+
+
+class _StepReporter:
+    """The pipeline's step callback: cancel and stop checks, and throttled progress.
+
+    It touches the GPU only when a progress update is due (to copy latents for the
+    previews), never on the other steps.
+    """
+
+    def __init__(
+        self,
+        runner: BatchRunner,
+        model: LoadedModel,
+        jobs: list[Job],
+        publish: Callable[[str, Progress], None],
+        is_cancelled: Callable[[str], bool],
+        started: float,
+    ) -> None:
+        self.runner = runner
+        self.model = model
+        self.jobs = jobs
+        self.publish = publish
+        self.is_cancelled = is_cancelled
+        self.started = started
+        self.last_report = float("-inf")
+        self.total = 0
+        self.pipe: Any = None
+        self.interrupted = False
+
+    def __call__(
+        self, pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]
+    ) -> dict[str, Any]:
+        latents = tensors["latents"]
+        if self.runner.faults is not None:
+            self.runner.faults.on_latents(step, latents, self.jobs)
+        stopping = self.runner.stop_event.is_set()
+        if stopping or all(self.is_cancelled(job.id) for job in self.jobs):
+            pipe._interrupt = True
+            self.interrupted = True
+            return tensors
+        now = time.perf_counter()
+        done = step + 1
+        if now - self.last_report >= self.runner.progress_interval or done == self.total:
+            self.last_report = now
+            self._report(done, now - self.started, latents)
+        return tensors
+
+    def _report(self, done: int, elapsed: float, latents: torch.Tensor) -> None:
+        previews: list[Image.Image] = []
+        if self.runner.previews:
+            previews = preview_images(latents, self.model.spec.family)
+        offset = 0
+        for job in self.jobs:
+            count = job.request.count
+            mine = tuple(previews[offset : offset + count])
+            offset += count
+            self.publish(
+                job.id,
+                Progress(job.id, Phase.RUNNING, step=done, total=self.total, elapsed=elapsed,
+                         previews=mine),
+            )
+
+
+def _init_image(request: GenerationRequest) -> Image.Image:
+    if request.init_image is None:
+        raise JobFailed(f"a {request.kind} job needs an input image")
+    with Image.open(io.BytesIO(request.init_image)) as source:
+        image = source.convert("RGB")
+    size = (request.width, request.height)
+    if image.size != size:
+        resample = Image.Resampling.LANCZOS
+        if request.kind is Kind.UPSCALE:
+            resample = Image.Resampling.BICUBIC
+        image = image.resize(size, resample)
+    return image
+
+
+def _safety_flags(
+    model: LoadedModel, images: list[Image.Image], arrays: np.ndarray
+) -> list[bool | None]:
+    checker, extractor = model.safety_checker, model.feature_extractor
+    if checker is None or extractor is None:
+        return [None] * len(images)
+    clip_input = extractor(images, return_tensors="pt").pixel_values
+    device = next(checker.parameters()).device
+    with torch.inference_mode():
+        _, flags = checker(
+            images=arrays.copy(), clip_input=clip_input.to(device, dtype=checker.dtype)
+        )
+    return [bool(flag) for flag in flags]
+
+
+def _as_job_failure(exc: BaseException, request: GenerationRequest) -> BaseException:
+    if isinstance(exc, JobFailed | JobCancelled | WorkerStopped):
+        return exc
+    if is_out_of_memory(exc):
+        return JobFailed(
+            f"out of GPU memory at {request.width}x{request.height} with {request.count} "
+            "image(s); try fewer images or a smaller size"
+        )
+    log.error("job failed in the pipeline", exc_info=exc)
+    return JobFailed(f"the pipeline failed: {type(exc).__name__}: {str(exc)[:200]}")

@@ -1,0 +1,231 @@
+"""The single GPU worker: a fair queue in front, one dedicated thread behind.
+
+The event loop only ever touches the queue and the job handles; the pipeline
+runs in one thread that owns it (diffusers pipelines are not thread-safe).
+Progress and results come back with `loop.call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from generation.errors import JobCancelled, WorkerStopped
+from generation.jobs import Job, JobResult, Phase, Progress
+from generation.queue import FairQueue
+from generation.runner import BatchRunner, Outcome
+
+log = logging.getLogger(__name__)
+
+
+class JobHandle:
+    """A submitted job: its latest progress, a stream of updates, and its result."""
+
+    def __init__(self, job: Job, loop: asyncio.AbstractEventLoop) -> None:
+        self.job = job
+        self.result: asyncio.Future[JobResult] = loop.create_future()
+        self.latest = Progress(job.id, Phase.QUEUED)
+        self._changed = asyncio.Event()
+
+    def publish(self, progress: Progress) -> None:
+        if self.result.done():
+            return
+        self.latest = progress
+        self._changed.set()
+
+    def finish(self, outcome: Outcome) -> None:
+        if self.result.done():
+            return
+        if isinstance(outcome, BaseException):
+            self.result.set_exception(outcome)
+            self.result.exception()  # mark retrieved: a consumer may have gone away
+        else:
+            self.result.set_result(outcome)
+        self._changed.set()
+
+    async def updates(self) -> AsyncIterator[Progress]:
+        """The latest progress each time it changes (coalesced); ends when the job ends."""
+        while not self.result.done():
+            await self._changed.wait()
+            self._changed.clear()
+            if self.result.done():
+                return
+            yield self.latest
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """What /queue shows: the running jobs and the waiting ones with positions and ETAs."""
+
+    running: tuple[Job, ...]
+    waiting: tuple[tuple[Job, int, float | None], ...]
+    seconds_per_image_step: float | None
+
+
+class GenerationWorker:
+    """Accepts jobs, orders them fairly, batches them, and runs them on one thread."""
+
+    def __init__(
+        self,
+        runner: BatchRunner,
+        *,
+        max_batch: int = 8,
+        queue_size: int = 100,
+        max_per_user: int = 3,
+    ) -> None:
+        self.runner = runner
+        self.max_batch = max_batch
+        self.queue = FairQueue(queue_size, max_per_user)
+        self._handles: dict[str, JobHandle] = {}
+        self._running: list[Job] = []
+        self._running_started = 0.0
+        self._cancelled: set[str] = set()
+        self._wakeup = asyncio.Event()
+        self._accepting = False
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self, preload: str | None = None) -> None:
+        """Start the GPU thread; load `preload` (a model name) in it before returning."""
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdbot-gpu")
+        if preload is not None:
+            await self._loop.run_in_executor(self._executor, self.runner.ensure_model, preload)
+        self._accepting = True
+        self._task = asyncio.create_task(self._dispatch(), name="sdbot-dispatch")
+
+    def submit(self, job: Job) -> JobHandle:
+        """Queue `job`; raise `QueueFull` or `WorkerStopped` without changing anything."""
+        if not self._accepting or self._loop is None:
+            raise WorkerStopped("sdbot is not accepting new jobs right now (restarting)")
+        if job.id in self._handles:
+            raise ValueError(f"job {job.id} is already queued")
+        self.queue.push(job)
+        handle = JobHandle(job, self._loop)
+        self._handles[job.id] = handle
+        self._publish_positions()
+        self._wakeup.set()
+        return handle
+
+    def handle(self, job_id: str) -> JobHandle | None:
+        return self._handles.get(job_id)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a waiting or running job; False if it is neither."""
+        handle = self._handles.get(job_id)
+        if handle is None:
+            return False
+        if self.queue.remove(job_id) is not None:
+            self._close(job_id, JobCancelled("cancelled"))
+            self._publish_positions()
+            return True
+        if any(job.id == job_id for job in self._running):
+            self._cancelled.add(job_id)  # the GPU thread sees it at the next step
+            return True
+        return False
+
+    def position(self, job_id: str) -> int | None:
+        return self.queue.position(job_id)
+
+    def snapshot(self) -> QueueSnapshot:
+        waiting = tuple(
+            (job, position, self._eta(position))
+            for position, job in enumerate(self.queue, start=1)
+        )
+        return QueueSnapshot(
+            tuple(self._running), waiting, self.runner.timer.seconds_per_image_step
+        )
+
+    def tokenizer(self, model: str) -> Any:
+        """The tokenizer of `model` when it is resident, else None."""
+        resident = self.runner.model
+        if resident is not None and resident.spec.name == model:
+            return resident.tokenizer
+        return None
+
+    async def stop(self, grace: float = 30.0) -> list[Job]:
+        """Stop accepting, interrupt the running batch, return the jobs that did not finish."""
+        self._accepting = False
+        self.runner.stop_event.set()
+        self._wakeup.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
+        unfinished = [job for job in self._running if job.id in self._handles]
+        unfinished += self.queue.drain()
+        for job in unfinished:
+            self._close(job.id, WorkerStopped("sdbot is restarting"))
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        return unfinished
+
+    async def _dispatch(self) -> None:
+        assert self._loop is not None and self._executor is not None
+        while not self.runner.stop_event.is_set():
+            batch = self.queue.pop_batch(self.max_batch)
+            if not batch:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            self._running = batch
+            self._running_started = time.monotonic()
+            self._publish_positions()
+            try:
+                outcomes = await self._loop.run_in_executor(
+                    self._executor, self.runner.run, batch, self._publish_threadsafe,
+                    self._cancelled.__contains__,
+                )
+            except Exception as exc:  # the runner reports per job; this is a last resort
+                log.exception("the GPU thread failed a whole batch")
+                outcomes = {job.id: exc for job in batch}
+            for job_id, outcome in outcomes.items():
+                if not isinstance(outcome, WorkerStopped):  # stop() hands those back
+                    self._close(job_id, outcome)
+            self._running = [job for job in batch if job.id in self._handles]
+
+    def _publish_threadsafe(self, job_id: str, progress: Progress) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._publish_one, job_id, progress)
+
+    def _publish_one(self, job_id: str, progress: Progress) -> None:
+        handle = self._handles.get(job_id)
+        if handle is not None:
+            handle.publish(progress)
+
+    def _publish_positions(self) -> None:
+        for position, job in enumerate(self.queue, start=1):
+            handle = self._handles[job.id]
+            handle.publish(
+                Progress(job.id, Phase.QUEUED, position=position, eta=self._eta(position))
+            )
+
+    def _eta(self, position: int) -> float | None:
+        """Seconds until a job at `position` starts, from measured step times."""
+        per_step = self.runner.timer.seconds_per_image_step
+        if per_step is None:
+            return None
+        remaining = 0.0
+        if self._running:
+            work = sum(j.request.count * j.request.steps for j in self._running) * per_step
+            remaining = max(0.0, work - (time.monotonic() - self._running_started))
+        ahead = 0.0
+        for index, job in enumerate(self.queue, start=1):
+            if index >= position:
+                break
+            ahead += job.request.count * job.request.steps * per_step
+        return remaining + ahead
+
+    def _close(self, job_id: str, outcome: Outcome) -> None:
+        handle = self._handles.pop(job_id, None)
+        self._cancelled.discard(job_id)
+        if handle is not None:
+            handle.finish(outcome)
