@@ -42,16 +42,19 @@ class FairQueue:
             yield from row
             depth += 1
 
-    def push(self, job: Job) -> int:
-        """Add `job`; return its 1-based position. Raise `QueueFull` when over a bound."""
+    def push(self, job: Job, *, force: bool = False) -> int:
+        """Add `job`; return its 1-based position. Raise `QueueFull` when over a bound,
+        unless `force` (jobs recovered after a restart were accepted already)."""
         lane = self._users.get(job.user)
-        if lane is not None and len(lane) >= self.max_per_user:
+        if force:
+            pass
+        elif lane is not None and len(lane) >= self.max_per_user:
             raise QueueFull(
                 f"you already have {len(lane)} jobs waiting; the limit is "
                 f"{self.max_per_user} per member. Wait for one to finish or /cancel one.",
                 per_user=True,
             )
-        if self._size >= self.max_size:
+        elif self._size >= self.max_size:
             raise QueueFull(
                 f"the queue is full ({self._size} of {self.max_size} jobs); try again shortly.",
                 per_user=False,

@@ -101,13 +101,18 @@ class GenerationWorker:
         self._accepting = True
         self._task = asyncio.create_task(self._dispatch(), name="sdbot-dispatch")
 
-    def submit(self, job: Job) -> JobHandle:
-        """Queue `job`; raise `QueueFull` or `WorkerStopped` without changing anything."""
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def submit(self, job: Job, *, force: bool = False) -> JobHandle:
+        """Queue `job`; raise `QueueFull` or `WorkerStopped` without changing anything.
+        `force` skips the queue bounds (for jobs accepted before a restart)."""
         if not self._accepting or self._loop is None:
             raise WorkerStopped("sdbot is not accepting new jobs right now (restarting)")
         if job.id in self._handles:
             raise ValueError(f"job {job.id} is already queued")
-        self.queue.push(job)
+        self.queue.push(job, force=force)
         handle = JobHandle(job, self._loop)
         self._handles[job.id] = handle
         self._publish_positions()

@@ -1,0 +1,227 @@
+"""Result buttons and the remix modal. All state is in the custom_id and in SQLite,
+so every button works after a restart (`DynamicItem` + `Client.add_dynamic_items`)."""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.errors import Refused, reply_error
+from bot.launch import launch, requester
+from bot.service import Lineage
+from generation.request import GenerationRequest, Kind, RequestOptions
+from generation.validation import build_request
+from storage.records import Action, JobRecord, JobState
+
+if TYPE_CHECKING:
+    from bot.client import SdBot
+
+UPSCALE_STRENGTH = 0.3
+VARIATION_STRENGTH = 0.6
+ACTIONS = ("upscale", "vary", "reroll", "remix", "delete", "share", "cancel")
+_PARSE = re.compile(r"^(?P<action>[a-z]{1,10}):(?P<job>[0-9]{1,19}):(?P<index>[0-9]{1,2})$")
+
+
+def _bot(interaction: discord.Interaction) -> SdBot:
+    return interaction.client  # type: ignore[return-value]
+
+
+class ResultButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"sdbot:(?!hist:)(?P<rest>.{0,94})",
+):
+    """Every `sdbot:<action>:<job>:<index>` button, however old its message."""
+
+    def __init__(self, rest: str) -> None:
+        super().__init__(discord.ui.Button(label="…", custom_id=f"sdbot:{rest}"))
+        self.rest = rest
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> ResultButton:
+        return cls(match["rest"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            await self._handle(interaction)
+        except Exception as exc:
+            await reply_error(interaction, exc)
+
+    async def _handle(self, interaction: discord.Interaction) -> None:
+        match = _PARSE.match(self.rest)
+        if match is None or match["action"] not in ACTIONS:
+            raise Refused("this button is not one of sdbot's (its id is malformed)")
+        action, job_id, index = match["action"], int(match["job"]), int(match["index"])
+        record = await _bot(interaction).storage.jobs.get(job_id)
+        handler = {
+            "upscale": upscale, "vary": vary, "reroll": reroll, "remix": remix,
+            "delete": delete, "share": share, "cancel": cancel,
+        }[action]
+        await handler(interaction, record, index)
+
+
+def _request(record: JobRecord) -> GenerationRequest:
+    return GenerationRequest.from_dict(record.request, record.init_image)
+
+
+def _check_done(record: JobRecord, index: int) -> GenerationRequest:
+    if record.state is not JobState.DONE:
+        raise Refused(f"job #{record.id} is {record.state.value}; wait until it is done")
+    request = _request(record)
+    if not 0 <= index < len(record.seeds):
+        raise Refused(f"job #{record.id} has {len(record.seeds)} image(s); there is no image {index + 1}")
+    return request
+
+
+def _check_pixels(interaction: discord.Interaction, width: int, height: int) -> None:
+    limit = _bot(interaction).service.limits.max_pixels
+    if width * height > limit:
+        raise Refused(
+            f"the upscaled image would be {width}x{height} ({width * height} pixels); "
+            f"this bot's limit is {limit} pixels"
+        )
+
+
+async def upscale(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
+    parent = _check_done(record, index)
+    width, height = parent.width * 2, parent.height * 2
+    _check_pixels(interaction, width, height)
+    image = await _bot(interaction).storage.images.read(record.id, index)
+    request = parent.with_changes(
+        kind=Kind.UPSCALE, width=width, height=height, count=1, seed=record.seeds[index],
+        strength=UPSCALE_STRENGTH, init_image=image,
+    )
+    await launch(interaction, request, Lineage(Action.UPSCALE, record.id, index))
+
+
+async def vary(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
+    parent = _check_done(record, index)
+    image = await _bot(interaction).storage.images.read(record.id, index)
+    request = parent.with_changes(
+        kind=Kind.VARIATION, seed=random.randrange(2**32), strength=VARIATION_STRENGTH,
+        init_image=image,
+    )
+    await launch(interaction, request, Lineage(Action.VARIATION, record.id, index))
+
+
+async def reroll(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
+    request = _request(record).with_changes(seed=random.randrange(2**32))
+    await launch(interaction, request, Lineage(Action.REROLL, record.id))
+
+
+async def remix(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
+    await interaction.response.send_modal(RemixModal(record))
+
+
+async def delete(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
+    who = requester(interaction)
+    if record.user_id != who.user_id and not who.manage_messages:
+        raise Refused("only the member who asked for it, or moderators, can delete this")
+    await interaction.response.defer()
+    if interaction.message is not None:
+        await interaction.message.delete()
+
+
+async def share(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
+    bot = _bot(interaction)
+    if record.user_id != interaction.user.id:
+        raise Refused("only the member who asked for it can share this")
+    _check_done(record, 0)
+    config = await bot.service.guild_config(interaction.guild_id)
+    if config is None or config.showcase_channel_id is None:
+        raise Refused("this server has no showcase channel; an admin can set one with /config showcase")
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    outgoing = await bot.delivery.compose(record)
+    channel = bot.get_partial_messageable(config.showcase_channel_id)
+    prompt = str(record.request.get("prompt", ""))[:1500]
+    await channel.send(
+        content=f"⭐ by <@{record.user_id}>: {prompt}", embed=outgoing.embed,
+        files=outgoing.files(), allowed_mentions=discord.AllowedMentions.none(),
+    )
+    await interaction.followup.send(
+        f"Shared to <#{config.showcase_channel_id}>.", ephemeral=True
+    )
+
+
+async def cancel(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
+    await _bot(interaction).service.cancel(record.id, requester(interaction))
+    await interaction.response.send_message(f"🛑 job #{record.id} cancelled", ephemeral=True)
+
+
+class RemixModal(discord.ui.Modal, title="Remix"):
+    """The prompt prefilled; the new text may carry inline flags (validated as usual)."""
+
+    def __init__(self, record: JobRecord) -> None:
+        super().__init__(custom_id=f"sdbot-remix:{record.id}", timeout=900)
+        self.record = record
+        request = _request(record)
+        self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label="Prompt", style=discord.TextStyle.paragraph, default=request.prompt[:1500],
+            max_length=1500, custom_id="prompt",
+        )
+        self.negative: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label="Negative prompt", style=discord.TextStyle.paragraph, required=False,
+            default=request.negative_prompt[:1500] or None, max_length=1500, custom_id="negative",
+        )
+        self.add_item(self.prompt)
+        self.add_item(self.negative)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        bot = _bot(interaction)
+        parent = _request(self.record)
+        config = await bot.service.guild_config(interaction.guild_id)
+        options = RequestOptions(
+            negative_prompt=self.negative.value, width=parent.width, height=parent.height,
+            steps=parent.steps, guidance=parent.guidance, count=parent.count, model=parent.model,
+            scheduler=parent.scheduler,
+            strength=parent.strength if parent.kind.needs_image else None,
+        )
+        request = build_request(
+            self.prompt.value, options, defaults=RequestOptions(), registry=bot.registry,
+            limits=bot.service.limits_for(config), kind=parent.kind,
+            init_image=parent.init_image, init_size=(parent.width, parent.height),
+        )
+        await launch(interaction, request, Lineage(Action.REMIX, self.record.id))
+
+    async def on_error(  # type: ignore[override]
+        self, interaction: discord.Interaction, error: Exception
+    ) -> None:
+        await reply_error(interaction, error)
+
+
+class HistoryButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"sdbot:hist:(?P<user>[0-9]{1,19}):(?P<page>[0-9]{1,5})",
+):
+    """Pages of /history; only the member whose history it is may turn them."""
+
+    def __init__(self, user_id: int, page: int) -> None:
+        super().__init__(discord.ui.Button(label="page", custom_id=f"sdbot:hist:{user_id}:{page}"))
+        self.user_id = user_id
+        self.page = page
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> HistoryButton:
+        return cls(int(match["user"]), int(match["page"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        from bot.commands import history_page
+
+        try:
+            if interaction.user.id != self.user_id:
+                raise Refused("this is someone else's history")
+            embed, view = await history_page(_bot(interaction), self.user_id, max(1, self.page))
+            await interaction.response.edit_message(embed=embed, view=view)
+            view.stop()
+        except Exception as exc:
+            await reply_error(interaction, exc)
+
+
+def register_history_buttons(client: discord.Client) -> None:
+    client.add_dynamic_items(HistoryButton)

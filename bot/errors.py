@@ -1,0 +1,73 @@
+"""The one error handler: typed errors become ephemeral replies, the rest get a reference.
+
+Domain errors (`generation.errors`, `storage.errors`) and the bot's own refusals
+(`Refused`) carry messages written for users. Anything else is a bug: it is
+logged with its traceback and a short reference the user can quote to the admin.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+import discord
+from discord import app_commands
+
+from generation.errors import GenerationError
+from storage.errors import ImageMissing, JobNotFound, RateLimited, StorageError
+
+log = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    """A request the bot turns down (permissions, channel, banned word): the message says why."""
+
+
+def user_message(error: BaseException) -> str | None:
+    """The message to show for a known error, or None for an unexpected one."""
+    if isinstance(error, app_commands.CommandInvokeError):
+        error = error.original
+    if isinstance(error, RateLimited):
+        if error.next_free_epoch is None:
+            return f"⛔ {error}"
+        text = str(error).replace(
+            f"the next frees at {error.next_free_epoch}",
+            f"the next frees <t:{error.next_free_epoch}:R>",
+        )
+        return f"⏳ {text}"
+    if isinstance(error, Refused | GenerationError | JobNotFound | ImageMissing):
+        return f"⚠️ {error}"
+    if isinstance(error, StorageError):
+        return f"⚠️ {error}"
+    if isinstance(error, app_commands.MissingPermissions):
+        return f"⛔ you need the {', '.join(error.missing_permissions)} permission for this"
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return "⛔ this command works in servers only"
+    if isinstance(error, app_commands.CheckFailure):
+        return f"⛔ {error}"
+    return None
+
+
+async def reply_error(interaction: discord.Interaction, error: BaseException) -> None:
+    """Answer `interaction` with an ephemeral message for `error`; log the unexpected."""
+    message = user_message(error)
+    if message is None:
+        reference = secrets.token_hex(4)
+        original = getattr(error, "original", error)
+        log.error("unexpected error (ref %s) in %s", reference, _describe(interaction),
+                  exc_info=original)
+        message = f"❌ something went wrong on our side (reference `{reference}`); tell the admin."
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(message, ephemeral=True)
+        else:
+            await interaction.response.send_message(message, ephemeral=True)
+    except discord.HTTPException as exc:
+        log.warning("could not send an error reply: %s", exc)
+
+
+def _describe(interaction: discord.Interaction) -> str:
+    command = interaction.command.qualified_name if interaction.command else None
+    data: dict[str, object] = dict(interaction.data or {})
+    custom_id = data.get("custom_id")
+    return f"/{command}" if command else f"component {custom_id!r}"

@@ -1,0 +1,103 @@
+"""Starting a job from an interaction: acknowledge in time, post progress, follow it.
+
+Shared by /imagine, the result buttons and the remix modal, so every way in
+obeys the same 3-second deadline and gets the same progress message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot import render
+from bot.errors import user_message
+from bot.service import Accepted, Lineage, Origin, Requester
+from generation.jobs import Phase, Progress
+from generation.prompt import truncation_warning
+from generation.request import GenerationRequest
+
+if TYPE_CHECKING:
+    from bot.client import SdBot
+
+log = logging.getLogger(__name__)
+
+ACK_WITHIN = 2.0  # defer if accepting takes longer than this (Discord allows 3 s)
+
+
+def requester(interaction: discord.Interaction) -> Requester:
+    """The plain facts of who is asking and where."""
+    user = interaction.user
+    roles: tuple[int, ...] = ()
+    manage = False
+    if isinstance(user, discord.Member):
+        roles = tuple(role.id for role in user.roles)
+        manage = interaction.permissions.manage_messages
+    return Requester(
+        user_id=user.id,
+        channel_id=interaction.channel_id or 0,
+        guild_id=interaction.guild_id,
+        role_ids=roles,
+        manage_messages=manage,
+    )
+
+
+def origin(interaction: discord.Interaction) -> Origin:
+    return Origin(interaction.id, interaction.token, interaction.created_at.timestamp())
+
+
+async def launch(
+    interaction: discord.Interaction,
+    request: GenerationRequest,
+    lineage: Lineage,
+) -> Accepted | None:
+    """Accept `request` for the interaction's user and post its progress message.
+
+    Refusals become an ephemeral reply; returns None then.
+    """
+    bot: SdBot = interaction.client  # type: ignore[assignment]
+    who = requester(interaction)
+    task = asyncio.create_task(bot.service.accept(who, request, lineage, origin(interaction)))
+    done, _ = await asyncio.wait({task}, timeout=ACK_WITHIN)
+    deferred = not done
+    if deferred:
+        await interaction.response.defer(thinking=True)
+    try:
+        accepted = await task
+    except Exception as exc:
+        if not deferred:
+            raise  # the one error handler answers ephemerally
+        await interaction.edit_original_response(
+            content=user_message(exc) or "❌ the job could not be queued"
+        )
+        return None
+    record = accepted.record
+    position = accepted.handle.latest.position or bot.service.worker.position(str(record.id))
+    text = render.progress_text(
+        record.id, request, Progress(str(record.id), Phase.QUEUED, position=position)
+    )
+    view = render.result_view(record.id, 0, finished=False)
+    try:
+        if deferred:
+            message_id = (await interaction.edit_original_response(content=text, view=view)).id
+        else:
+            response = await interaction.response.send_message(text, view=view)
+            message_id = response.message_id or (await interaction.original_response()).id
+    finally:
+        view.stop()
+    await bot.storage.jobs.set_progress_message(record.id, message_id)
+    bot.delivery.attachment_limits[record.id] = interaction.filesize_limit
+    bot.delivery.follow(record, accepted.handle, request)
+    warning = truncation_warning(bot.service.worker.tokenizer(request.model), request.prompt)
+    if warning:
+        await _quiet_followup(interaction, f"⚠️ {warning}")
+    return accepted
+
+
+async def _quiet_followup(interaction: discord.Interaction, text: str) -> None:
+    try:
+        await interaction.followup.send(text, ephemeral=True)
+    except discord.HTTPException as exc:
+        log.info("could not send a followup: %s", exc)
