@@ -58,8 +58,11 @@ async def serve(settings: Settings) -> int:
         await worker.start(preload=registry.default.name)
         service = JobService(storage, worker, registry, settings.limits)
         bot = SdBot(
-            storage=storage, service=service, registry=registry,
-            progress_interval=settings.progress_interval, dev_guild_id=settings.dev_guild_id,
+            storage=storage,
+            service=service,
+            registry=registry,
+            progress_interval=settings.progress_interval,
+            dev_guild_id=settings.dev_guild_id,
         )
         return await _run_until_stopped(bot, settings.discord_token.get_secret_value())
     finally:
@@ -89,8 +92,11 @@ async def _run_until_stopped(bot: SdBot, token: str) -> int:
     if client_task.done():
         exc = client_task.exception()
         if isinstance(exc, discord.LoginFailure):
-            print("sdbot: Discord refused the token in DISCORD_TOKEN; reset it in the "
-                  "developer portal and update .env", file=sys.stderr)
+            print(
+                "sdbot: Discord refused the token in DISCORD_TOKEN; reset it in the "
+                "developer portal and update .env",
+                file=sys.stderr,
+            )
             return 2
         if exc is not None:
             log.error("the Discord client stopped", exc_info=exc)

@@ -29,9 +29,13 @@ def _describe_defaults(defaults: UserDefaults) -> str:
 
 @app_commands.command(name="settings", description="Your defaults for /imagine")
 @app_commands.describe(
-    model="Default model", aspect="Default aspect ratio, e.g. 3:2", steps="Default steps",
-    guidance="Default guidance (CFG)", negative="Default negative prompt",
-    count="Default number of images (1-4)", reset="Forget all your saved defaults",
+    model="Default model",
+    aspect="Default aspect ratio, e.g. 3:2",
+    steps="Default steps",
+    guidance="Default guidance (CFG)",
+    negative="Default negative prompt",
+    count="Default number of images (1-4)",
+    reset="Forget all your saved defaults",
 )
 async def settings_command(
     interaction: discord.Interaction,
@@ -58,7 +62,9 @@ async def settings_command(
         changes["aspect"] = aspect
     if steps is not None:
         if steps > bot.service.limits.max_steps:
-            raise Refused(f"steps must be between 1 and {bot.service.limits.max_steps}, got {steps}")
+            raise Refused(
+                f"steps must be between 1 and {bot.service.limits.max_steps}, got {steps}"
+            )
         changes["steps"] = steps
     for name, value in (("guidance", guidance), ("negative_prompt", negative), ("count", count)):
         if value is not None:
@@ -159,7 +165,9 @@ async def config_showcase(
 
 
 @config_group.command(name="channel", description="Allow or disallow /imagine in a channel")
-@app_commands.describe(channel="The channel", allowed="Allow it (the list starts empty: all allowed)")
+@app_commands.describe(
+    channel="The channel", allowed="Allow it (the list starts empty: all allowed)"
+)
 async def config_channel(
     interaction: discord.Interaction, channel: discord.TextChannel, allowed: bool
 ) -> None:
@@ -209,8 +217,11 @@ async def config_limits(
     guild_id = _require_manager(interaction)
     changes = {
         name: (value or None)
-        for name, value in (("images_per_hour", images_per_hour),
-                            ("images_per_day", images_per_day), ("max_steps", max_steps))
+        for name, value in (
+            ("images_per_hour", images_per_hour),
+            ("images_per_day", images_per_day),
+            ("max_steps", max_steps),
+        )
         if value is not None
     }
     await _bot(interaction).storage.guilds.update(guild_id, **changes)  # type: ignore[arg-type]

@@ -58,8 +58,13 @@ class ResultButton(
         action, job_id, index = match["action"], int(match["job"]), int(match["index"])
         record = await _bot(interaction).storage.jobs.get(job_id)
         handler = {
-            "upscale": upscale, "vary": vary, "reroll": reroll, "remix": remix,
-            "delete": delete, "share": share, "cancel": cancel,
+            "upscale": upscale,
+            "vary": vary,
+            "reroll": reroll,
+            "remix": remix,
+            "delete": delete,
+            "share": share,
+            "cancel": cancel,
         }[action]
         await handler(interaction, record, index)
 
@@ -73,7 +78,9 @@ def _check_done(record: JobRecord, index: int) -> GenerationRequest:
         raise Refused(f"job #{record.id} is {record.state.value}; wait until it is done")
     request = _request(record)
     if not 0 <= index < len(record.seeds):
-        raise Refused(f"job #{record.id} has {len(record.seeds)} image(s); there is no image {index + 1}")
+        raise Refused(
+            f"job #{record.id} has {len(record.seeds)} image(s); there is no image {index + 1}"
+        )
     return request
 
 
@@ -92,8 +99,13 @@ async def upscale(interaction: discord.Interaction, record: JobRecord, index: in
     _check_pixels(interaction, width, height)
     image = await _bot(interaction).storage.images.read(record.id, index)
     request = parent.with_changes(
-        kind=Kind.UPSCALE, width=width, height=height, count=1, seed=record.seeds[index],
-        strength=UPSCALE_STRENGTH, init_image=image,
+        kind=Kind.UPSCALE,
+        width=width,
+        height=height,
+        count=1,
+        seed=record.seeds[index],
+        strength=UPSCALE_STRENGTH,
+        init_image=image,
     )
     await launch(interaction, request, Lineage(Action.UPSCALE, record.id, index))
 
@@ -102,7 +114,9 @@ async def vary(interaction: discord.Interaction, record: JobRecord, index: int) 
     parent = _check_done(record, index)
     image = await _bot(interaction).storage.images.read(record.id, index)
     request = parent.with_changes(
-        kind=Kind.VARIATION, seed=random.randrange(2**32), strength=VARIATION_STRENGTH,
+        kind=Kind.VARIATION,
+        seed=random.randrange(2**32),
+        strength=VARIATION_STRENGTH,
         init_image=image,
     )
     await launch(interaction, request, Lineage(Action.VARIATION, record.id, index))
@@ -133,18 +147,20 @@ async def share(interaction: discord.Interaction, record: JobRecord, index: int)
     _check_done(record, 0)
     config = await bot.service.guild_config(interaction.guild_id)
     if config is None or config.showcase_channel_id is None:
-        raise Refused("this server has no showcase channel; an admin can set one with /config showcase")
+        raise Refused(
+            "this server has no showcase channel; an admin can set one with /config showcase"
+        )
     await interaction.response.defer(ephemeral=True, thinking=True)
     outgoing = await bot.delivery.compose(record)
     channel = bot.get_partial_messageable(config.showcase_channel_id)
     prompt = str(record.request.get("prompt", ""))[:1500]
     await channel.send(
-        content=f"⭐ by <@{record.user_id}>: {prompt}", embed=outgoing.embed,
-        files=outgoing.files(), allowed_mentions=discord.AllowedMentions.none(),
+        content=f"⭐ by <@{record.user_id}>: {prompt}",
+        embed=outgoing.embed,
+        files=outgoing.files(),
+        allowed_mentions=discord.AllowedMentions.none(),
     )
-    await interaction.followup.send(
-        f"Shared to <#{config.showcase_channel_id}>.", ephemeral=True
-    )
+    await interaction.followup.send(f"Shared to <#{config.showcase_channel_id}>.", ephemeral=True)
 
 
 async def cancel(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
@@ -160,12 +176,19 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         self.record = record
         request = _request(record)
         self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
-            label="Prompt", style=discord.TextStyle.paragraph, default=request.prompt[:1500],
-            max_length=1500, custom_id="prompt",
+            label="Prompt",
+            style=discord.TextStyle.paragraph,
+            default=request.prompt[:1500],
+            max_length=1500,
+            custom_id="prompt",
         )
         self.negative: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
-            label="Negative prompt", style=discord.TextStyle.paragraph, required=False,
-            default=request.negative_prompt[:1500] or None, max_length=1500, custom_id="negative",
+            label="Negative prompt",
+            style=discord.TextStyle.paragraph,
+            required=False,
+            default=request.negative_prompt[:1500] or None,
+            max_length=1500,
+            custom_id="negative",
         )
         self.add_item(self.prompt)
         self.add_item(self.negative)
@@ -175,15 +198,25 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         parent = _request(self.record)
         config = await bot.service.guild_config(interaction.guild_id)
         options = RequestOptions(
-            negative_prompt=self.negative.value, width=parent.width, height=parent.height,
-            steps=parent.steps, guidance=parent.guidance, count=parent.count, model=parent.model,
+            negative_prompt=self.negative.value,
+            width=parent.width,
+            height=parent.height,
+            steps=parent.steps,
+            guidance=parent.guidance,
+            count=parent.count,
+            model=parent.model,
             scheduler=parent.scheduler,
             strength=parent.strength if parent.kind.needs_image else None,
         )
         request = build_request(
-            self.prompt.value, options, defaults=RequestOptions(), registry=bot.registry,
-            limits=bot.service.limits_for(config), kind=parent.kind,
-            init_image=parent.init_image, init_size=(parent.width, parent.height),
+            self.prompt.value,
+            options,
+            defaults=RequestOptions(),
+            registry=bot.registry,
+            limits=bot.service.limits_for(config),
+            kind=parent.kind,
+            init_image=parent.init_image,
+            init_size=(parent.width, parent.height),
         )
         await launch(interaction, request, Lineage(Action.REMIX, self.record.id))
 

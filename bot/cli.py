@@ -74,8 +74,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Inline flags work in the prompt too: --ar 16:9 --seed 42 --no text --n 2",
     )
     imagine.add_argument("prompt", help="the prompt, with optional inline flags")
-    imagine.add_argument("-o", "--output", type=Path, default=Path("out.png"),
-                         help="output PNG (a grid when --n > 1; images beside it)")
+    imagine.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("out.png"),
+        help="output PNG (a grid when --n > 1; images beside it)",
+    )
     imagine.add_argument("--negative", help="negative prompt")
     imagine.add_argument("--model", help="model name (see `sdbot models`)")
     imagine.add_argument("--aspect", help="aspect ratio such as 16:9")

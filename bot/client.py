@@ -59,8 +59,9 @@ class SdBot(discord.Client):
             log.info("synced %d commands to guild %s", len(synced), self.dev_guild_id)
         else:
             synced = await self.tree.sync()
-            log.info("synced %d global commands (Discord may take a while to show them)",
-                     len(synced))
+            log.info(
+                "synced %d global commands (Discord may take a while to show them)", len(synced)
+            )
         await self.recover()
 
     async def recover(self) -> None:

@@ -78,14 +78,26 @@ async def imagine(
     init, size = await _read_attachment(image)
     config = await bot.service.guild_config(interaction.guild_id)
     options = RequestOptions(
-        negative_prompt=negative, aspect=aspect, count=count, seed=seed, steps=steps,
-        guidance=guidance, model=model, scheduler=scheduler, strength=strength,
+        negative_prompt=negative,
+        aspect=aspect,
+        count=count,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        model=model,
+        scheduler=scheduler,
+        strength=strength,
     )
     request = build_request(
-        prompt, options, defaults=await bot.service.defaults(interaction.user.id),
-        registry=bot.registry, limits=bot.service.limits_for(config),
+        prompt,
+        options,
+        defaults=await bot.service.defaults(interaction.user.id),
+        registry=bot.registry,
+        limits=bot.service.limits_for(config),
         kind=Kind.IMG2IMG if init is not None else Kind.TXT2IMG,
-        init_image=init, init_size=size, rng=random.Random(),
+        init_image=init,
+        init_size=size,
+        rng=random.Random(),
     )
     await launch(interaction, request, Lineage(Action.IMAGINE))
 
@@ -97,8 +109,9 @@ async def _read_attachment(
         return None, None
     if attachment.size > MAX_INIT_BYTES:
         raise InvalidRequest(
-            "image", f"the image is {attachment.size / 2**20:.1f} MiB; the limit is "
-            f"{MAX_INIT_BYTES / 2**20:.0f} MiB"
+            "image",
+            f"the image is {attachment.size / 2**20:.1f} MiB; the limit is "
+            f"{MAX_INIT_BYTES / 2**20:.0f} MiB",
         )
     if attachment.content_type and not attachment.content_type.startswith("image/"):
         raise InvalidRequest(
@@ -111,7 +124,9 @@ async def _read_attachment(
 
 @app_commands.command(name="history", description="Your recent jobs")
 @app_commands.describe(page="Page number (newest first)")
-async def history(interaction: discord.Interaction, page: app_commands.Range[int, 1, 10000] = 1) -> None:
+async def history(
+    interaction: discord.Interaction, page: app_commands.Range[int, 1, 10000] = 1
+) -> None:
     embed, view = await history_page(bot_of(interaction), interaction.user.id, page)
     await interaction.response.send_message(embed=embed, view=view, ephemeral=True)
     view.stop()
@@ -132,11 +147,13 @@ async def history_page(
     embed.set_footer(text=f"page {result.page} of {result.pages} · {result.total} jobs")
     view = discord.ui.View(timeout=None)
     if result.page > 1:
-        view.add_item(discord.ui.Button(
-            label="◀ Newer", custom_id=f"sdbot:hist:{user_id}:{result.page - 1}"))
+        view.add_item(
+            discord.ui.Button(label="◀ Newer", custom_id=f"sdbot:hist:{user_id}:{result.page - 1}")
+        )
     if result.has_next:
-        view.add_item(discord.ui.Button(
-            label="Older ▶", custom_id=f"sdbot:hist:{user_id}:{result.page + 1}"))
+        view.add_item(
+            discord.ui.Button(label="Older ▶", custom_id=f"sdbot:hist:{user_id}:{result.page + 1}")
+        )
     return embed, view
 
 
@@ -201,7 +218,14 @@ def register_commands(tree: app_commands.CommandTree) -> None:  # type: ignore[t
     from bot.admin import config_group, settings_command, stats_command
 
     commands: list[app_commands.Command[Any, Any, Any] | app_commands.Group] = [
-        imagine, history, show, queue, cancel, settings_command, stats_command, config_group,
+        imagine,
+        history,
+        show,
+        queue,
+        cancel,
+        settings_command,
+        stats_command,
+        config_group,
     ]
     for command in commands:
         tree.add_command(command)

@@ -81,7 +81,9 @@ class Delivery:
 
     # -- the job's life ---------------------------------------------------------------
 
-    async def _follow(self, record: JobRecord, handle: JobHandle, request: GenerationRequest) -> None:
+    async def _follow(
+        self, record: JobRecord, handle: JobHandle, request: GenerationRequest
+    ) -> None:
         progress_task = asyncio.create_task(self._show_progress(record, handle, request))
         try:
             result = await handle.result
@@ -124,15 +126,22 @@ class Delivery:
             last_edit = time.monotonic()
             preview = render.preview_file(progress)
             await self._edit_progress(
-                record, render.progress_text(record.id, request, progress),
-                file=preview, cancel_button=True,
+                record,
+                render.progress_text(record.id, request, progress),
+                file=preview,
+                cancel_button=True,
             )
 
     async def _store_result(self, record: JobRecord, result: JobResult) -> None:
         for image in result.images:
             await self.storage.images.save(
-                record.id, image.index, image.png, seed=image.seed,
-                width=image.width, height=image.height, nsfw=bool(image.nsfw),
+                record.id,
+                image.index,
+                image.png,
+                seed=image.seed,
+                width=image.width,
+                height=image.height,
+                nsfw=bool(image.nsfw),
             )
         if not await self.storage.jobs.mark_running(record.id):
             pass  # already running (or recovered); mark_done checks the state itself
@@ -154,10 +163,10 @@ class Delivery:
             message_id = await self._post_result(record, outgoing)
         except (discord.NotFound, discord.Forbidden) as exc:
             reason = f"cannot post in <#{record.channel_id}> ({exc.text or exc.status})"
-            await self.storage.jobs.mark_failed(record.id, reason)
+            await self.storage.jobs.mark_undeliverable(record.id, reason)
             await self._tell_by_dm(record, f"Your job #{record.id} finished, but {reason}.")
             return
-        await self.storage.jobs.mark_delivered(record.id, message_id)
+        await self.storage.jobs.mark_delivered(record.id, result_message_id=message_id)
 
     async def compose(self, record: JobRecord, elapsed: float | None = None) -> Outgoing:
         """The result message of a done job, from the stored images and the guild's policy."""
@@ -169,8 +178,11 @@ class Delivery:
         policy = config.nsfw_policy if config else NsfwPolicy.WITHHOLD
         age_restricted = await self._age_restricted(record.channel_id)
         spoiler = any(flagged) and (policy is NsfwPolicy.SPOILER or age_restricted)
-        keep = [d for d, f in zip(datas, flagged, strict=True)
-                if not f or policy is NsfwPolicy.ALLOW or spoiler]
+        keep = [
+            d
+            for d, f in zip(datas, flagged, strict=True)
+            if not f or policy is NsfwPolicy.ALLOW or spoiler
+        ]
         content = f"<@{record.user_id}>"
         withheld = len(datas) - len(keep)
         if withheld:
@@ -192,13 +204,19 @@ class Delivery:
         try:
             if self._token_usable(record) and record.progress_message_id is not None:
                 edited = await self._webhook(record).edit_message(
-                    record.progress_message_id, content=outgoing.content, embed=outgoing.embed,
-                    attachments=files, view=view,
+                    record.progress_message_id,
+                    content=outgoing.content,
+                    embed=outgoing.embed,
+                    attachments=files,
+                    view=view,
                 )
                 return edited.id
             channel = self.client.get_partial_messageable(record.channel_id)
             message = await channel.send(
-                content=outgoing.content, embed=outgoing.embed, files=files, view=view,
+                content=outgoing.content,
+                embed=outgoing.embed,
+                files=files,
+                view=view,
                 allowed_mentions=discord.AllowedMentions(users=True),
             )
             await self._delete_progress(record)
@@ -220,8 +238,13 @@ class Delivery:
         )
 
     async def _edit_progress(
-        self, record: JobRecord, content: str, *, file: discord.File | None = None,
-        cancel_button: bool = False, clear: bool = False,
+        self,
+        record: JobRecord,
+        content: str,
+        *,
+        file: discord.File | None = None,
+        cancel_button: bool = False,
+        clear: bool = False,
     ) -> None:
         """Best effort: a progress edit that fails is logged, never fatal."""
         record = await self.storage.jobs.get(record.id)

@@ -54,8 +54,9 @@ async def reply_error(interaction: discord.Interaction, error: BaseException) ->
     if message is None:
         reference = secrets.token_hex(4)
         original = getattr(error, "original", error)
-        log.error("unexpected error (ref %s) in %s", reference, _describe(interaction),
-                  exc_info=original)
+        log.error(
+            "unexpected error (ref %s) in %s", reference, _describe(interaction), exc_info=original
+        )
         message = f"❌ something went wrong on our side (reference `{reference}`); tell the admin."
     try:
         if interaction.response.is_done():

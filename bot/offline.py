@@ -105,7 +105,7 @@ async def imagine(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _show_progress(updates: object) -> None:
     async for progress in updates:  # type: ignore[attr-defined]
-        sys.stderr.write("\r" + _bar(progress))
+        sys.stderr.write("\r" + _bar(progress).ljust(72))
         sys.stderr.flush()
     sys.stderr.write("\n")
 

@@ -60,7 +60,9 @@ def result_embed(
     }[request.kind]
     embed = discord.Embed(title=f"{title} · #{record.id}", description=_clip(request.prompt, 4000))
     if request.negative_prompt:
-        embed.add_field(name="Negative", value=_clip(request.negative_prompt, EMBED_TEXT), inline=False)
+        embed.add_field(
+            name="Negative", value=_clip(request.negative_prompt, EMBED_TEXT), inline=False
+        )
     embed.add_field(name="Seeds", value=", ".join(str(s) for s in seeds) or "-", inline=True)
     embed.add_field(name="Size", value=f"{request.width}×{request.height}", inline=True)
     embed.add_field(name="Steps", value=str(request.steps), inline=True)
@@ -81,11 +83,13 @@ def result_view(job_id: int, count: int, *, finished: bool = True) -> discord.ui
         view.add_item(_button("Cancel", custom_id("cancel", job_id), discord.ButtonStyle.danger, 0))
         return view
     for i in range(count):
-        view.add_item(_button(f"U{i + 1}", custom_id("upscale", job_id, i),
-                              discord.ButtonStyle.secondary, 0))
+        view.add_item(
+            _button(f"U{i + 1}", custom_id("upscale", job_id, i), discord.ButtonStyle.secondary, 0)
+        )
     for i in range(count):
-        view.add_item(_button(f"V{i + 1}", custom_id("vary", job_id, i),
-                              discord.ButtonStyle.secondary, 1))
+        view.add_item(
+            _button(f"V{i + 1}", custom_id("vary", job_id, i), discord.ButtonStyle.secondary, 1)
+        )
     view.add_item(_button("🔄 Reroll", custom_id("reroll", job_id), discord.ButtonStyle.primary, 2))
     view.add_item(_button("✏️ Remix", custom_id("remix", job_id), discord.ButtonStyle.primary, 2))
     view.add_item(_button("🗑️ Delete", custom_id("delete", job_id), discord.ButtonStyle.danger, 2))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bot.errors import Refused
-from generation.errors import QueueFull, WorkerStopped
+from generation.errors import QueueFull
 from generation.jobs import Job
 from generation.models import ModelRegistry
 from generation.request import GenerationRequest, Limits, RequestOptions
@@ -133,16 +133,16 @@ class JobService:
         self.check_policy(config, who, request)
         async with self._accept_lock:  # check-then-act on the queue and the quota
             self._check_queue_room(who)
-            reservation = await self.storage.limits.reserve(
-                who.user_id, who.guild_id, request.count, who.role_ids
+            stored = await self.storage.accept(
+                self._new_job(who, request, lineage, origin), request.count, who.role_ids
             )
+            record = stored.job
             try:
-                record = await self.storage.jobs.create(self._new_job(who, request, lineage, origin))
+                handle = self.worker.submit(Job(str(record.id), str(who.user_id), request))
             except BaseException:
-                await self.storage.limits.refund(reservation)
+                await self.storage.jobs.cancel(record.id, reason="not queued")
+                await self.storage.limits.refund_job(record.id)
                 raise
-            await self.storage.limits.attach(reservation, record.id)
-            handle = self.worker.submit(Job(str(record.id), str(who.user_id), request))
         return Accepted(record, handle, request)
 
     def _check_queue_room(self, who: Requester) -> None:

@@ -29,9 +29,7 @@ class UnknownModel(InvalidRequest):
     """The request named a model that is not configured."""
 
     def __init__(self, name: str, known: list[str]) -> None:
-        super().__init__(
-            "model", f"model must be one of {', '.join(known)}; got {name!r}"
-        )
+        super().__init__("model", f"model must be one of {', '.join(known)}; got {name!r}")
         self.name = name
 
 

@@ -24,19 +24,26 @@ def inspect_image(
     """The (width, height) of an uploaded image; `InvalidRequest` if it is unusable."""
     if len(data) > max_bytes:
         raise InvalidRequest(
-            "image", f"the image is {len(data) / 2**20:.1f} MiB; the limit is "
-            f"{max_bytes / 2**20:.0f} MiB"
+            "image",
+            f"the image is {len(data) / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB",
         )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 fmt, size = image.format, image.size
-    except (UnidentifiedImageError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError, OSError, ValueError) as exc:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+        OSError,
+        ValueError,
+    ) as exc:
         raise InvalidRequest("image", f"the attachment is not a readable image ({exc})") from exc
     if fmt not in FORMATS:
-        raise InvalidRequest("image", f"image format must be one of {', '.join(FORMATS)}; got {fmt}")
+        raise InvalidRequest(
+            "image", f"image format must be one of {', '.join(FORMATS)}; got {fmt}"
+        )
     width, height = size
     if width * height > max_pixels or width < 8 or height < 8:
         raise InvalidRequest(

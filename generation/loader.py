@@ -36,7 +36,11 @@ class Placement:
 
     @classmethod
     def resolve(
-        cls, device: str = "auto", dtype: str = "auto", *, low_vram: bool = False,
+        cls,
+        device: str = "auto",
+        dtype: str = "auto",
+        *,
+        low_vram: bool = False,
         compile: bool = False,
     ) -> Placement:
         """Pick the device (CUDA, then MPS, then CPU) and its best dtype unless told."""
@@ -151,8 +155,14 @@ def load_model(spec: ModelSpec, placement: Placement) -> LoadedModel:
     from diffusers import AutoPipelineForImage2Image
 
     refuse_pickle(spec.source)
-    log.info("loading model %s from %s (%s) on %s %s", spec.name, spec.source,
-             spec.family.label, placement.device, str(placement.dtype).removeprefix("torch."))
+    log.info(
+        "loading model %s from %s (%s) on %s %s",
+        spec.name,
+        spec.source,
+        spec.family.label,
+        placement.device,
+        str(placement.dtype).removeprefix("torch."),
+    )
     try:
         pipe = _from_source(spec, placement.dtype)
     except (UnsafeWeights, ModelLoadError):

@@ -65,11 +65,29 @@ FAMILIES: dict[str, Family] = {
     for f in (
         Family("sd15", "Stable Diffusion 1.5", 512, 25, 7.0, "euler", False, SD_LATENT_RGB),
         Family("sd21", "Stable Diffusion 2.1", 768, 25, 7.0, "euler", False, SD_LATENT_RGB),
-        Family("sdxl", "Stable Diffusion XL", 1024, 25, 6.0, "euler", True, SDXL_LATENT_RGB,
-               SDXL_LATENT_BIAS),
+        Family(
+            "sdxl",
+            "Stable Diffusion XL",
+            1024,
+            25,
+            6.0,
+            "euler",
+            True,
+            SDXL_LATENT_RGB,
+            SDXL_LATENT_BIAS,
+        ),
         Family("sd-turbo", "SD-Turbo", 512, 2, 0.0, "euler-a", False, SD_LATENT_RGB),
-        Family("sdxl-turbo", "SDXL-Turbo", 512, 2, 0.0, "euler-a", True, SDXL_LATENT_RGB,
-               SDXL_LATENT_BIAS),
+        Family(
+            "sdxl-turbo",
+            "SDXL-Turbo",
+            512,
+            2,
+            0.0,
+            "euler-a",
+            True,
+            SDXL_LATENT_RGB,
+            SDXL_LATENT_BIAS,
+        ),
         Family("tiny", "built-in tiny random model", 256, 4, 7.0, "euler", False, SD_LATENT_RGB),
     )
 }

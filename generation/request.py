@@ -99,7 +99,8 @@ class RequestOptions:
     def merged_over(self, base: RequestOptions) -> RequestOptions:
         """These options, with unset fields taken from `base`."""
         values = {
-            f.name: getattr(self, f.name) if getattr(self, f.name) is not None
+            f.name: getattr(self, f.name)
+            if getattr(self, f.name) is not None
             else getattr(base, f.name)
             for f in dataclasses.fields(self)
         }

@@ -141,8 +141,7 @@ class GenerationWorker:
 
     def snapshot(self) -> QueueSnapshot:
         waiting = tuple(
-            (job, position, self._eta(position))
-            for position, job in enumerate(self.queue, start=1)
+            (job, position, self._eta(position)) for position, job in enumerate(self.queue, start=1)
         )
         return QueueSnapshot(
             tuple(self._running), waiting, self.runner.timer.seconds_per_image_step
@@ -186,7 +185,10 @@ class GenerationWorker:
             self._publish_positions()
             try:
                 outcomes = await self._loop.run_in_executor(
-                    self._executor, self.runner.run, batch, self._publish_threadsafe,
+                    self._executor,
+                    self.runner.run,
+                    batch,
+                    self._publish_threadsafe,
                     self._cancelled.__contains__,
                 )
             except Exception as exc:  # the runner reports per job; this is a last resort

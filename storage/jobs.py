@@ -190,6 +190,19 @@ class JobStore:
             [JobState.QUEUED, JobState.RUNNING],
         )
 
+    async def mark_undeliverable(
+        self, job_id: int, reason: str, *, now: float | None = None
+    ) -> bool:
+        """done (never delivered) -> failed: the result cannot be posted (channel gone,
+        no permission). Recovery stops trying to post it."""
+        return await self._move(
+            job_id,
+            "state = 'failed', finished_at = ?, error = ?",
+            (self._now(now), reason[:MAX_ERROR_CHARS]),
+            [JobState.DONE],
+            only_if="delivered_at IS NULL",
+        )
+
     async def cancel(
         self, job_id: int, *, reason: str | None = None, now: float | None = None
     ) -> bool:
