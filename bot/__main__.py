@@ -19,6 +19,7 @@ import discord
 from bot.assembly import make_registry, make_worker
 from bot.client import SdBot
 from bot.endpoints import apply_endpoints
+from bot.housekeeping import keep_tidy
 from bot.invite import MISSING_TOKEN, invite_url
 from bot.service import JobService
 from bot.settings import Settings
@@ -53,9 +54,16 @@ async def serve(settings: Settings) -> int:
     registry = make_registry(settings)
     worker = make_worker(settings, registry)
     bot: SdBot | None = None
+    tidy: asyncio.Task[None] | None = None
     try:
         log.info("loading the default model %s", registry.default.name)
         await worker.start(preload=registry.default.name)
+        tidy = asyncio.create_task(
+            keep_tidy(
+                storage, retention_days=settings.retention_days, max_image_gb=settings.max_image_gb
+            ),
+            name="housekeeping",
+        )
         service = JobService(storage, worker, registry, settings.limits)
         bot = SdBot(
             storage=storage,
@@ -66,6 +74,8 @@ async def serve(settings: Settings) -> int:
         )
         return await _run_until_stopped(bot, settings.discord_token.get_secret_value())
     finally:
+        if tidy is not None:
+            tidy.cancel()
         unfinished = await worker.stop(grace=SHUTDOWN_GRACE)
         if unfinished:
             log.info("%d unfinished jobs stay queued for the next start", len(unfinished))

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     images_per_hour: int = Field(default=40, ge=0, alias="SDBOT_IMAGES_PER_HOUR")
     images_per_day: int = Field(default=200, ge=0, alias="SDBOT_IMAGES_PER_DAY")
 
+    retention_days: float = Field(default=30.0, ge=0, alias="SDBOT_RETENTION_DAYS")
+    max_image_gb: float = Field(default=20.0, ge=0, alias="SDBOT_MAX_IMAGE_GB")
+
     dev_guild_id: int | None = Field(default=None, alias="SDBOT_DEV_GUILD_ID")
     discord_api_url: str | None = Field(default=None, alias="SDBOT_DISCORD_API_URL")
     discord_gateway_url: str | None = Field(default=None, alias="SDBOT_DISCORD_GATEWAY_URL")
