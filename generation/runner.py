@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import io
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -185,8 +186,9 @@ class BatchRunner:
         }
         if first.kind.needs_image:
             pipe = model.img2img
-            kwargs.update(image=inits, strength=first.strength)
-            reporter.total = max(1, int(first.steps * first.strength))
+            steps = _image_job_steps(first.steps, first.strength)
+            kwargs.update(image=inits, strength=first.strength, num_inference_steps=steps)
+            reporter.total = int(steps * first.strength)
         else:
             pipe = model.txt2img
             kwargs.update(width=first.width, height=first.height)
@@ -283,6 +285,15 @@ class _StepReporter:
                 Progress(job.id, Phase.RUNNING, step=done, total=self.total, elapsed=elapsed,
                          previews=mine),
             )
+
+
+def _image_job_steps(steps: int, strength: float) -> int:
+    """Steps to schedule for an image job. diffusers runs `int(steps * strength)` of them and
+    fails when that is 0 (few steps, low strength), so schedule enough for at least one."""
+    scheduled = max(steps, math.ceil(1 / strength))
+    while int(scheduled * strength) < 1:
+        scheduled += 1
+    return scheduled
 
 
 def _init_image(request: GenerationRequest) -> Image.Image:
