@@ -42,6 +42,10 @@ def run_bot(settings: Settings) -> int:
 
 async def serve(settings: Settings) -> int:
     assert settings.discord_token is not None
+    # Before the database: a bad model entry (a pickle) raises here, and an open
+    # database would keep its thread, and so the process, alive.
+    registry = make_registry(settings)
+    worker = make_worker(settings, registry)
     try:
         storage = await Storage.open(
             settings.data_dir,
@@ -51,8 +55,6 @@ async def serve(settings: Settings) -> int:
     except StorageError as exc:
         print(f"sdbot: cannot open the data directory: {exc}", file=sys.stderr)
         return 3
-    registry = make_registry(settings)
-    worker = make_worker(settings, registry)
     bot: SdBot | None = None
     tidy: asyncio.Task[None] | None = None
     try:
