@@ -74,10 +74,11 @@ async def launch(
         )
         return None
     record = accepted.record
-    position = accepted.handle.latest.position or bot.service.worker.position(str(record.id))
-    text = render.progress_text(
-        record.id, request, Progress(str(record.id), Phase.QUEUED, position=position)
-    )
+    progress = accepted.handle.latest  # the worker's position and ETA, or a later phase
+    if progress.phase is Phase.QUEUED and progress.position is None:
+        position = bot.service.worker.position(str(record.id))
+        progress = Progress(str(record.id), Phase.QUEUED, position=position)
+    text = render.progress_text(record.id, request, progress)
     view = render.result_view(record.id, 0, finished=False)
     try:
         if deferred:

@@ -1,0 +1,129 @@
+"""/imagine from the click to the finished grid: acknowledgement, progress, final message."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import pytest
+
+from generation.jobs import Job
+from tests.bot.conftest import SMALL, BotEnv, BotStarter, job_id_of
+from tests.conftest import Faults
+from tests.support.fake_discord import FakeMessage, InteractionRecord
+
+CALLBACK_DEADLINE = 3.0
+
+
+def acknowledged_in_time(record: InteractionRecord) -> None:
+    assert record.responded_at is not None, "the interaction was never answered"
+    assert record.responded_at - record.dispatched_at < CALLBACK_DEADLINE
+    assert not record.errors, record.errors
+
+
+def rows(message: FakeMessage) -> list[list[str]]:
+    """Button labels, row by row."""
+    return [[c.get("label", "") for c in row["components"]] for row in message.components]
+
+
+def embed_fields(message: FakeMessage) -> dict[str, str]:
+    return {f["name"]: f["value"] for f in message.embeds[0].get("fields", [])}
+
+
+def slow_steps(faults: Faults, job_id: int, seconds: float) -> None:
+    """Make each denoising step of `job_id` take `seconds` longer (the GPU thread sleeps)."""
+
+    def on_step(step: int, latents: Any, jobs: list[Job]) -> None:
+        if any(job.id == str(job_id) for job in jobs):
+            time.sleep(seconds)
+
+    faults.on_step = on_step
+
+
+async def finished(env: BotEnv, record: InteractionRecord) -> FakeMessage:
+    progress = await record.wait_message()
+    return await env.result(job_id_of(progress))
+
+
+async def test_imagine_progress_then_result(start_bot: BotStarter, faults: Faults) -> None:
+    env = await start_bot(progress_interval=0.5)
+    # A first job measures the step time, so queued jobs get an ETA.
+    first = await env.imagine("bob", f"warm up {SMALL}")
+    await finished(env, first)
+
+    gate = faults.gate()
+    faults.on_batch = lambda jobs: gate.hold() if len(faults.batches) == 2 else None
+    held = await env.imagine("bob", f"held {SMALL}")
+    await gate.entered.wait()
+    record = await env.imagine("alice", "a lighthouse --size 64x64 --steps 8 --n 1 --no fog")
+    await record.wait_response()
+    acknowledged_in_time(record)
+    assert not record.ephemeral and not record.deferred
+    progress = await record.wait_message()
+    job_id = job_id_of(progress)
+    assert "queued: position 1" in progress.content and "starts in about" in progress.content
+    assert progress.custom_ids == [f"sdbot:cancel:{job_id}:0"]
+
+    slow_steps(faults, job_id, 0.25)
+    gate.release()
+    final = await env.result(job_id)
+    await env.result(job_id_of(await held.wait_message()))
+
+    assert final is progress, "the result replaces the progress message"
+    assert not record.followups
+    bars = [v for v in final.versions if "step " in v.content]
+    assert len(bars) >= 3, [v.content for v in final.versions]
+    assert bars[-1].content.count("█") > bars[0].content.count("█")
+    assert all(v.components and "cancel" in str(v.components) for v in bars)
+    progress_times = [v.at for v in final.versions if not v.embeds]
+    edits = progress_times[1:]  # the first version is the message's creation
+    gaps = [b - a for a, b in itertools.pairwise(edits)]
+    assert gaps and min(gaps) >= 0.5 - 0.1, gaps  # one edit per progress_interval at most
+
+    fields = embed_fields(final)
+    assert final.embeds[0]["description"] == "a lighthouse"
+    assert fields["Negative"] == "fog"
+    assert fields["Steps"] == "8" and fields["Guidance"] == "7" and fields["Model"] == "tiny"
+    assert fields["Seeds"].isdigit()
+    assert fields["Time"].endswith("s")
+    assert f"<@{env.fake.user('alice').id}>" in final.content
+    (attachment,) = final.attachments
+    assert attachment.data[:4] == b"\x89PNG"
+    assert attachment.image_size() == (64, 64)
+    assert attachment.size <= record.payload["attachment_size_limit"]
+
+
+@pytest.mark.parametrize("count", [1, 4])
+async def test_result_buttons_fit_discords_limits(start_bot: BotStarter, count: int) -> None:
+    env = await start_bot()
+    record = await env.imagine("alice", f"a cat --size 64x64 --steps 2 --n {count}")
+    final = await finished(env, record)
+    job = job_id_of(final)
+    numbers = [str(i + 1) for i in range(count)]
+    assert rows(final) == [
+        [f"U{n}" for n in numbers],
+        [f"V{n}" for n in numbers],
+        ["🔄 Reroll", "✏️ Remix", "🗑️ Delete", "⭐ Share"],
+    ]
+    assert len(final.components) <= 5 and all(len(r) <= 5 for r in rows(final))
+    assert final.custom_ids[:count] == [f"sdbot:upscale:{job}:{i}" for i in range(count)]
+    assert all(len(cid) <= 100 for cid in final.custom_ids)
+    assert len(embed_fields(final)["Seeds"].split(", ")) == count
+    width, height = final.attachments[0].image_size() or (0, 0)
+    assert (width, height) == (64, 64) if count == 1 else width == height >= 128  # a 2x2 grid
+
+
+async def test_grid_over_the_attachment_limit_becomes_a_smaller_jpeg(
+    start_bot: BotStarter,
+) -> None:
+    env = await start_bot()
+    limit = 6000
+    env.fake.attachment_size_limit = limit
+    record = await env.imagine("alice", "noise --size 64x64 --steps 2 --n 4")
+    final = await finished(env, record)
+    (attachment,) = final.attachments
+    assert attachment.data[:3] == b"\xff\xd8\xff", "a JPEG"
+    assert attachment.filename.endswith(".jpg")
+    assert attachment.size <= limit
+    assert record.payload["attachment_size_limit"] == limit
