@@ -1,0 +1,80 @@
+"""What survives a restart: result buttons on old messages, and jobs left in the queue."""
+
+from __future__ import annotations
+
+from storage import JobState
+from tests.bot.conftest import SMALL, BotEnv, BotStarter, job_id_of
+from tests.bot.test_commands import reply
+from tests.conftest import Faults
+from tests.support.fake_discord import FakeMessage
+
+
+def results_of(env: BotEnv, job_id: int) -> list[FakeMessage]:
+    """Every message, in any channel, that carries job `job_id`'s result buttons."""
+    marker = f"sdbot:reroll:{job_id}:0"
+    return [m for m in env.fake.state.messages.values() if marker in m.custom_ids]
+
+
+async def test_old_result_buttons_work_after_a_restart(start_bot: BotStarter) -> None:
+    before = await start_bot()
+    progress = await reply(await before.imagine("alice", f"a comet {SMALL}"))
+    old = await before.result(job_id_of(progress))
+    await before.stop()
+
+    after = await start_bot(fake=before.fake, data_dir=before.data_dir)
+    assert after.bot is not before.bot and after.worker is not before.worker
+    click = await after.fake.click("bob", old, f"sdbot:upscale:{job_id_of(old)}:0")
+    upscaled_progress = await reply(click)
+    assert not upscaled_progress.ephemeral, upscaled_progress.content
+    upscaled = await after.result(job_id_of(upscaled_progress))
+    assert upscaled.attachments[0].image_size() == (128, 128)
+    job = await after.storage.jobs.get(job_id_of(upscaled))
+    assert job.parent_job_id == job_id_of(old) and job.user_id == after.fake.user("bob").id
+
+
+async def test_jobs_left_queued_run_once_after_a_restart(
+    start_bot: BotStarter, faults: Faults
+) -> None:
+    before = await start_bot()
+    gate = faults.gate(opener=before.worker.runner.stop_event)  # stopping opens it
+    faults.on_batch = lambda jobs: gate.hold()
+    records = [await before.imagine("alice", f"running {SMALL}")]
+    await gate.entered.wait()
+    records += [
+        await before.imagine("bob", f"waiting {SMALL}"),
+        await before.imagine("alice", f"waiting too {SMALL}"),
+    ]
+    progress = [await reply(record) for record in records]
+    ids = [job_id_of(message) for message in progress]
+    await before.stop()
+    faults.on_batch = None
+    states = [(await before_row(before, job_id)) for job_id in ids]
+    assert all(state in (JobState.QUEUED, JobState.RUNNING) for state in states), states
+    assert not any(results_of(before, job_id) for job_id in ids)
+
+    after = await start_bot(fake=before.fake, data_dir=before.data_dir)
+    for job_id, message in zip(ids, progress, strict=True):
+        result = await after.result(job_id)
+        assert result is message, "the token still works: the progress message becomes the result"
+    await after.bot.delivery.wait_idle()
+    batches_run = len(faults.batches)
+    for job_id in ids:
+        assert len(results_of(after, job_id)) == 1
+        row = await after.storage.jobs.get(job_id)
+        assert row.state is JobState.DONE and row.delivered
+
+    await after.stop()
+    again = await start_bot(fake=before.fake, data_dir=before.data_dir)
+    await again.bot.delivery.wait_idle()
+    assert len(faults.batches) == batches_run, "nothing runs twice"
+    for job_id in ids:
+        assert len(results_of(again, job_id)) == 1
+
+
+async def before_row(env: BotEnv, job_id: int) -> JobState:
+    """A job's state read straight from the SQLite file the stopped bot left behind."""
+    import sqlite3
+
+    with sqlite3.connect(env.data_dir / "sdbot.sqlite3") as db:
+        (state,) = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return JobState(state)
