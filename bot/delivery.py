@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 TOKEN_LIFE = 15 * 60
 TOKEN_MARGIN = 60  # stop using a token this long before Discord does
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
+# Waits before posting a result again after a server error discord.py did not retry
+# (it retries 500/502/504 itself, but not 503 or a 429 without `Via`).
+POST_RETRY_DELAYS = (1.0, 3.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -160,13 +163,25 @@ class Delivery:
             return
         outgoing = await self.compose(record, elapsed)
         try:
-            message_id = await self._post_result(record, outgoing)
+            message_id = await self._post_with_retries(record, outgoing)
         except (discord.NotFound, discord.Forbidden) as exc:
             reason = f"cannot post in <#{record.channel_id}> ({exc.text or exc.status})"
             await self.storage.jobs.mark_undeliverable(record.id, reason)
             await self._tell_by_dm(record, f"Your job #{record.id} finished, but {reason}.")
             return
         await self.storage.jobs.mark_delivered(record.id, result_message_id=message_id)
+
+    async def _post_with_retries(self, record: JobRecord, outgoing: Outgoing) -> int:
+        for delay in (*POST_RETRY_DELAYS, None):
+            try:
+                return await self._post_result(record, outgoing)
+            except discord.HTTPException as exc:
+                transient = exc.status >= 500 or exc.status == 429
+                if not transient or delay is None:
+                    raise
+                log.warning("posting job %s failed (%s); retrying in %gs", record.id, exc, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def compose(self, record: JobRecord, elapsed: float | None = None) -> Outgoing:
         """The result message of a done job, from the stored images and the guild's policy."""
@@ -200,22 +215,24 @@ class Delivery:
 
     async def _post_result(self, record: JobRecord, outgoing: Outgoing) -> int:
         view = render.result_view(record.id, outgoing.count)
-        files = outgoing.files()
         try:
             if self._token_usable(record) and record.progress_message_id is not None:
-                edited = await self._webhook(record).edit_message(
-                    record.progress_message_id,
-                    content=outgoing.content,
-                    embed=outgoing.embed,
-                    attachments=files,
-                    view=view,
-                )
-                return edited.id
+                try:
+                    edited = await self._webhook(record).edit_message(
+                        record.progress_message_id,
+                        content=outgoing.content,
+                        embed=outgoing.embed,
+                        attachments=outgoing.files(),
+                        view=view,
+                    )
+                    return edited.id
+                except discord.NotFound:  # someone deleted the progress message: post anew
+                    log.info("progress message of job %s is gone; posting the result", record.id)
             channel = self.client.get_partial_messageable(record.channel_id)
             message = await channel.send(
                 content=outgoing.content,
                 embed=outgoing.embed,
-                files=files,
+                files=outgoing.files(),
                 view=view,
                 allowed_mentions=discord.AllowedMentions(users=True),
             )
