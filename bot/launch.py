@@ -63,7 +63,10 @@ async def launch(
     done, _ = await asyncio.wait({task}, timeout=ACK_WITHIN)
     deferred = not done
     if deferred:
-        await interaction.response.defer(thinking=True)
+        try:
+            await interaction.response.defer(thinking=True)
+        except discord.HTTPException as exc:  # too late (10062): still follow the job below
+            log.warning("could not defer interaction %s: %s", interaction.id, exc)
     try:
         accepted = await task
     except Exception as exc:
@@ -80,15 +83,21 @@ async def launch(
         progress = Progress(str(record.id), Phase.QUEUED, position=position)
     text = render.progress_text(record.id, request, progress)
     view = render.result_view(record.id, 0, finished=False)
+    message_id: int | None = None
     try:
         if deferred:
             message_id = (await interaction.edit_original_response(content=text, view=view)).id
         else:
             response = await interaction.response.send_message(text, view=view)
             message_id = response.message_id or (await interaction.original_response()).id
+    except discord.HTTPException as exc:
+        # The job is accepted and queued: without a progress message its result goes to
+        # the channel. Dropping it here would lose it until the next restart.
+        log.warning("could not answer for job %s (%s); it will post in the channel", record.id, exc)
     finally:
         view.stop()
-    await bot.storage.jobs.set_progress_message(record.id, message_id)
+    if message_id is not None:
+        await bot.storage.jobs.set_progress_message(record.id, message_id)
     bot.delivery.attachment_limits[record.id] = interaction.filesize_limit
     bot.delivery.follow(record, accepted.handle, request)
     warning = truncation_warning(bot.service.worker.tokenizer(request.model), request.prompt)
