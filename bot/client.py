@@ -14,6 +14,7 @@ from bot.errors import reply_error
 from bot.service import JobService
 from generation.models import ModelRegistry
 from storage import Storage
+from storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,12 @@ class SdBot(discord.Client):
         """Re-queue jobs a crash left unfinished and post results never delivered."""
         for record in await self.storage.jobs.undelivered():
             log.info("re-posting the result of job %s", record.id)
-            await self.delivery.deliver(record)
+            try:
+                await self.delivery.deliver(record)
+            except Exception as exc:  # one bad job must not keep the bot from starting
+                log.exception("could not re-post the result of job %s", record.id)
+                if isinstance(exc, StorageError):  # its images are gone: say so, stop trying
+                    await self.storage.jobs.mark_undeliverable(record.id, str(exc))
         unfinished = await self.storage.jobs.unfinished()
         for record in unfinished:
             handle = self.service.resubmit(record)

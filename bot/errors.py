@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 
 from generation.errors import GenerationError
-from storage.errors import ImageMissing, JobNotFound, RateLimited, StorageError
+from storage.errors import DatabaseBusy, ImageMissing, JobNotFound, RateLimited, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ def user_message(error: BaseException) -> str | None:
         return f"⏳ {text}"
     if isinstance(error, Refused | GenerationError | JobNotFound | ImageMissing):
         return f"⚠️ {error}"
+    if isinstance(error, DatabaseBusy):  # its text names the database file: not for users
+        return "⏳ the bot's database is busy right now; try again in a moment"
     if isinstance(error, StorageError):
         return f"⚠️ {error}"
     if isinstance(error, app_commands.MissingPermissions):

@@ -20,6 +20,8 @@ from storage.errors import ImageMissing, InvalidValue, JobNotFound
 from storage.files import remove_files, write_atomic
 
 _EXT = re.compile(r"^[a-z0-9]{1,5}$")
+# Shown to users (through ImageMissing): it names the image, never the server's paths.
+MISSING_FILE = "its file is missing from disk (removed outside sdbot)"
 _COLUMNS = "job_id, idx, path, seed, width, height, bytes, created_at, nsfw, deleted_at"
 
 
@@ -135,7 +137,7 @@ class ImageStore:
         """The absolute path of a live image file; raises `ImageMissing` if it is gone."""
         target = self._absolute(await self.get(job_id, index))
         if not await asyncio.to_thread(target.is_file):
-            raise ImageMissing(job_id, index, f"the file {target} is missing from disk")
+            raise ImageMissing(job_id, index, MISSING_FILE)
         return target
 
     async def read(self, job_id: int, index: int) -> bytes:
@@ -144,7 +146,7 @@ class ImageStore:
         try:
             return await asyncio.to_thread(target.read_bytes)
         except FileNotFoundError:
-            raise ImageMissing(job_id, index, f"the file {target} is missing from disk") from None
+            raise ImageMissing(job_id, index, MISSING_FILE) from None
 
     async def for_job(self, job_id: int, *, include_deleted: bool = False) -> list[ImageRecord]:
         """A job's images by index (only the live ones unless `include_deleted`)."""
