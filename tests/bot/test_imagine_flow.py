@@ -127,3 +127,25 @@ async def test_grid_over_the_attachment_limit_becomes_a_smaller_jpeg(
     assert attachment.filename.endswith(".jpg")
     assert attachment.size <= limit
     assert record.payload["attachment_size_limit"] == limit
+
+
+async def test_a_long_prompt_gets_a_private_truncation_warning(start_bot: BotStarter) -> None:
+    env = await start_bot()
+    words = " ".join(f"word{n}" for n in range(60))
+    record = await env.imagine("alice", f"{words} {SMALL}")
+    warning = await record.wait_followup()
+    assert warning.ephemeral and warning.content.startswith("⚠️ prompt is")
+    assert "ignores" in warning.content
+    await env.result(job_id_of(await record.wait_message()))
+
+
+async def test_a_model_that_is_not_loaded_yet_still_starts(
+    start_bot: BotStarter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = await start_bot()
+    # The tokenizer is known only for the resident model; another one loads with its job.
+    monkeypatch.setattr(env.worker, "tokenizer", lambda model: None)
+    record = await env.imagine("alice", f"a fox {SMALL}")
+    final = await finished(env, record)
+    assert final.attachments
+    assert not record.followups, [m.content for m in record.followups]
