@@ -79,12 +79,13 @@ async def serve(settings: Settings) -> int:
         if tidy is not None:
             tidy.cancel()
         unfinished = await worker.stop(grace=SHUTDOWN_GRACE)
-        if unfinished:
-            log.info("%d unfinished jobs stay queued for the next start", len(unfinished))
         if bot is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(bot.delivery.wait_idle(), SHUTDOWN_GRACE)
             await bot.close()
+        if unfinished:
+            await storage.jobs.requeue(int(job.id) for job in unfinished)
+            log.info("%d unfinished jobs stay queued for the next start", len(unfinished))
         await storage.close()
         log.info("stopped")
 

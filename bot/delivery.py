@@ -90,8 +90,10 @@ class Delivery:
         progress_task = asyncio.create_task(self._show_progress(record, handle, request))
         try:
             result = await handle.result
-        except WorkerStopped:
-            return  # left queued/running in storage: the next start runs it again
+        except WorkerStopped:  # stays queued in storage: the next start runs it again
+            text = f"**#{record.id}** ⏸ sdbot is restarting; this job stays queued and runs after."
+            await self._edit_progress(record, text, clear=True)
+            return
         except JobCancelled:
             await self.storage.jobs.cancel(record.id)
             await self.storage.limits.refund_job(record.id)

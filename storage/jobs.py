@@ -249,6 +249,22 @@ class JobStore:
 
     # -- recovery ------------------------------------------------------------
 
+    async def requeue(self, job_ids: Iterable[int]) -> int:
+        """running -> queued for jobs a graceful stop interrupted; how many moved.
+
+        An interrupted run was no crash, so it does not count against `unfinished`'s
+        `max_attempts`; the next start runs these jobs again.
+        """
+        ids = list(job_ids)
+        if not ids:
+            return 0
+        marks = ", ".join("?" for _ in ids)
+        return await self._db.run(
+            "UPDATE jobs SET state = 'queued', started_at = NULL, "
+            f"attempts = MAX(attempts - 1, 0) WHERE state = 'running' AND id IN ({marks})",
+            ids,
+        )
+
     async def unfinished(
         self, *, max_attempts: int = 3, now: float | None = None
     ) -> list[JobRecord]:
