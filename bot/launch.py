@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot import render
-from bot.errors import user_message
+from bot.errors import reply_error
 from bot.service import Accepted, Lineage, Origin, Requester
 from generation.jobs import Phase, Progress
 from generation.prompt import truncation_warning
@@ -72,9 +72,7 @@ async def launch(
     except Exception as exc:
         if not deferred:
             raise  # the one error handler answers ephemerally
-        await interaction.edit_original_response(
-            content=user_message(exc) or "❌ the job could not be queued"
-        )
+        await reply_error(interaction, exc)  # replaces "thinking"; logs the unexpected
         return None
     record = accepted.record
     progress = accepted.handle.latest  # the worker's position and ETA, or a later phase

@@ -149,3 +149,18 @@ async def test_a_model_that_is_not_loaded_yet_still_starts(
     final = await finished(env, record)
     assert final.attachments
     assert not record.followups, [m.content for m in record.followups]
+
+
+async def test_a_slow_accept_defers_then_shows_progress(
+    start_bot: BotStarter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = await start_bot()
+    monkeypatch.setattr("bot.launch.ACK_WITHIN", 0.0)  # as if the database were slow
+    record = await env.imagine("alice", f"a slow start {SMALL}")
+    await record.wait_response()
+    acknowledged_in_time(record)
+    assert record.deferred and not record.ephemeral
+    progress = await record.wait_message(lambda m: not m.loading)
+    assert "queued" in progress.content or "step" in progress.content
+    final = await env.result(job_id_of(progress))
+    assert final is progress and final.attachments

@@ -3,6 +3,7 @@ handler turns a bug into a reference the admin can find in the log."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -109,3 +110,29 @@ async def test_an_unexpected_error_in_a_button_gets_a_reference(
     (logged,) = [r for r in caplog.records if reference[1] in r.getMessage()]
     assert logged.exc_info is not None and logged.exc_info[0] is KeyError
     assert "sdbot:reroll" in logged.getMessage()
+
+
+async def test_errors_after_a_defer_still_name_the_rule_or_get_a_reference(
+    start_bot: BotStarter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = await start_bot()
+    monkeypatch.setattr("bot.launch.ACK_WITHIN", 0.0)  # accepting "takes" longer than 2 s
+    await reply(await env.fake.slash("admin", "general", "config banned-words", {"add": "ogre"}))
+    record = await env.imagine("alice", f"an ogre {SMALL}")
+    refusal = await reply(record)
+    assert record.deferred and "'ogre'" in refusal.content
+    assert await env.job_count() == 0
+
+    async def broken(*args: object) -> None:
+        await asyncio.sleep(0.05)
+        raise RuntimeError("accept broke")
+
+    monkeypatch.setattr(env.bot.service, "accept", broken)
+    with caplog.at_level(logging.ERROR, logger="bot.errors"):
+        record = await env.imagine("alice", f"a troll {SMALL}")
+        failed = await reply(record)
+    assert record.deferred
+    reference = re.search(r"reference `([0-9a-f]{8})`", failed.content)
+    assert reference is not None, failed.content
+    (logged,) = [r for r in caplog.records if reference[1] in r.getMessage()]
+    assert logged.exc_info is not None and logged.exc_info[0] is RuntimeError
