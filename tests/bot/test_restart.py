@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from storage import JobState
-from tests.bot.conftest import SMALL, BotEnv, BotStarter, job_id_of
+from tests.bot.conftest import SMALL, BotEnv, BotStarter, FakeClock, job_id_of
 from tests.bot.test_commands import reply
 from tests.conftest import Faults
 from tests.support.fake_discord import FakeMessage
@@ -78,3 +80,37 @@ async def before_row(env: BotEnv, job_id: int) -> JobState:
     with sqlite3.connect(env.data_dir / "sdbot.sqlite3") as db:
         (state,) = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return JobState(state)
+
+
+async def test_a_result_never_posted_is_posted_once_after_a_restart(
+    start_bot: BotStarter, faults: Faults, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = await start_bot()
+    gate = faults.gate()
+    faults.on_batch = lambda jobs: gate.hold()
+    progress = await reply(await before.imagine("alice", f"a lost letter {SMALL}"))
+    job_id = job_id_of(progress)
+    await gate.entered.wait()
+    clock.advance(16 * 60)  # the token is gone: the result must go to the channel
+    monkeypatch.setattr("bot.delivery.POST_RETRY_DELAYS", (0.01,))
+    outage = before.fake.fail_next(r"POST /channels/\d+/messages$", 503, times=1000)
+    faults.on_batch = None
+    gate.release()
+    await before.fake.wait_until(lambda: len(outage.hits) >= 2, timeout=30)
+    await before.bot.delivery.wait_idle()
+    row = await before.storage.jobs.get(job_id)
+    assert row.state is JobState.DONE and not row.delivered
+    await before.stop()
+    before.fake.state.faults.remove(outage)
+
+    after = await start_bot(fake=before.fake, data_dir=before.data_dir)
+    result = await after.result(job_id)
+    assert result is not progress and result.attachments
+    await after.fake.wait_until(lambda: progress.deleted)
+    assert len(results_of(after, job_id)) == 1
+    assert (await after.storage.jobs.get(job_id)).delivered
+    batches = len(faults.batches)
+    await after.stop()
+    again = await start_bot(fake=before.fake, data_dir=before.data_dir)
+    await again.bot.delivery.wait_idle()
+    assert len(results_of(again, job_id)) == 1 and len(faults.batches) == batches
