@@ -154,12 +154,19 @@ async def share(interaction: discord.Interaction, record: JobRecord, index: int)
     outgoing = await bot.delivery.compose(record)
     channel = bot.get_partial_messageable(config.showcase_channel_id)
     prompt = str(record.request.get("prompt", ""))[:1500]
-    await channel.send(
-        content=f"⭐ by <@{record.user_id}>: {prompt}",
-        embed=outgoing.embed,
-        files=outgoing.files(),
-        allowed_mentions=discord.AllowedMentions.none(),
-    )
+    try:
+        await channel.send(
+            content=f"⭐ by <@{record.user_id}>: {prompt}",
+            embed=outgoing.embed,
+            files=outgoing.files(),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+    except (discord.Forbidden, discord.NotFound) as exc:
+        raise Refused(
+            f"I cannot post in the showcase channel <#{config.showcase_channel_id}> "
+            f"({exc.text or exc.status}); an admin can check my permission there "
+            "or pick another with /config showcase"
+        ) from exc
     await interaction.followup.send(f"Shared to <#{config.showcase_channel_id}>.", ephemeral=True)
 
 

@@ -136,6 +136,8 @@ async def history_page(
     bot: SdBot, user_id: int, page: int
 ) -> tuple[discord.Embed, discord.ui.View]:
     result = await bot.storage.jobs.history(user_id, page=page, per_page=PER_PAGE)
+    if result.page > result.pages:  # past the end: show the last page
+        result = await bot.storage.jobs.history(user_id, page=result.pages, per_page=PER_PAGE)
     embed = discord.Embed(title="Your jobs", description="" if result.items else "No jobs yet.")
     for record in result.items:
         prompt = str(record.request.get("prompt", ""))

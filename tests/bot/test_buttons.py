@@ -162,6 +162,12 @@ async def test_share_posts_to_the_showcase_with_credit(start_bot: BotStarter) ->
     assert post.embeds[0]["description"] == "a glass whale"
     assert post.attachments and post.attachments[0].data[:4] == b"\x89PNG"
 
+    await env.fake.forbid_channel("showcase")
+    blocked = await env.fake.click("alice", result, share)
+    answer = await blocked.wait_followup()
+    assert answer.ephemeral and f"<#{showcase.id}>" in answer.content
+    assert "something went wrong" not in answer.content and "permission" in answer.content
+
 
 async def test_cancel_button_on_the_progress_message(start_bot: BotStarter, faults: Faults) -> None:
     env = await start_bot()

@@ -75,6 +75,9 @@ async def test_an_attachment_that_is_not_an_image_is_refused(start_bot: BotStart
     record = await env.imagine("alice", f"a cat {SMALL}", image=upload)
     text = await ephemeral_text(record)
     assert "must be an image" in text and "text/plain" in text
+    broken = env.fake.upload(b"\x89PNG but not really", "broken.png", "image/png")
+    text = await ephemeral_text(await env.imagine("alice", f"a cat {SMALL}", image=broken))
+    assert "not a readable image" in text
     assert await env.job_count() == 0
 
 
@@ -109,6 +112,10 @@ async def test_history_pages_belong_to_their_owner(start_bot: BotStarter) -> Non
     assert page.embeds[0]["footer"]["text"] == "page 2 of 2 · 7 jobs"
     assert "the real one" in page.embeds[0]["fields"][-1]["value"]
     assert page.custom_ids == [f"sdbot:hist:{alice.id}:1"]
+
+    beyond = await reply(await env.fake.slash("alice", "general", "history", {"page": 9}))
+    assert beyond.embeds[0]["footer"]["text"] == "page 2 of 2 · 7 jobs", "the last page"
+    assert len(beyond.embeds[0]["fields"]) == 2
 
 
 # /show
