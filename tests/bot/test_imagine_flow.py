@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from generation.jobs import Job
+from storage import JobState
 from tests.bot.conftest import SMALL, BotEnv, BotStarter, job_id_of
 from tests.conftest import Faults
 from tests.support.fake_discord import FakeMessage, InteractionRecord
@@ -164,3 +165,25 @@ async def test_a_slow_accept_defers_then_shows_progress(
     assert "queued" in progress.content or "step" in progress.content
     final = await env.result(job_id_of(progress))
     assert final is progress and final.attachments
+
+
+async def test_a_failed_job_says_why_and_gives_the_images_back(
+    start_bot: BotStarter, faults: Faults
+) -> None:
+    env = await start_bot()
+
+    def broken_gpu(jobs: list[Job]) -> None:
+        raise RuntimeError("device-side assert triggered")
+
+    faults.on_batch = broken_gpu
+    record = await env.imagine("alice", "a broken vase --size 64x64 --steps 2 --n 2")
+    progress = await record.wait_message()
+    job_id = job_id_of(progress)
+    await env.fake.wait_until(lambda: "failed" in progress.content, timeout=30)
+    assert "device-side assert triggered" in progress.content
+    assert progress.custom_ids == [] and not progress.attachments
+    await env.bot.delivery.wait_idle()
+    row = await env.storage.jobs.get(job_id)
+    assert row.state is JobState.FAILED and row.error and "device-side assert" in row.error
+    quota = await env.storage.limits.usage(env.fake.user("alice").id, env.fake.guild.id)
+    assert quota.hour_used == 0
