@@ -31,15 +31,27 @@ def inspect_image(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
-                fmt, size = image.format, image.size
+                _check_header(image.format, image.size, max_pixels)
+                # Decode now (the size is bounded): a corrupt or truncated file is refused
+                # here, not after queueing, in the GPU thread.
+                image.load()
+                return image.size
+    except UnidentifiedImageError as exc:
+        raise InvalidRequest(
+            "image",
+            f"the attachment is not a readable image (sdbot reads {', '.join(FORMATS)})",
+        ) from exc
     except (
-        UnidentifiedImageError,
         Image.DecompressionBombWarning,
         Image.DecompressionBombError,
         OSError,
+        SyntaxError,
         ValueError,
     ) as exc:
         raise InvalidRequest("image", f"the attachment is not a readable image ({exc})") from exc
+
+
+def _check_header(fmt: str | None, size: tuple[int, int], max_pixels: int) -> None:
     if fmt not in FORMATS:
         raise InvalidRequest(
             "image", f"image format must be one of {', '.join(FORMATS)}; got {fmt}"
@@ -49,7 +61,6 @@ def inspect_image(
         raise InvalidRequest(
             "image", f"image size must be between 8x8 and {max_pixels} pixels; got {width}x{height}"
         )
-    return width, height
 
 
 def decode_image(data: bytes) -> Image.Image:

@@ -29,6 +29,7 @@ from storage.records import (
 MAX_ERROR_CHARS = 1000
 MAX_PER_PAGE = 100
 MAX_LINEAGE_DEPTH = 1000
+MAX_ROW_ID = 2**63 - 1  # SQLite's largest INTEGER
 
 _INSERT = """
 INSERT INTO jobs (
@@ -128,6 +129,8 @@ class JobStore:
 
     async def get(self, job_id: int) -> JobRecord:
         """The job with its init image; raises JobNotFound."""
+        if not 0 < job_id <= MAX_ROW_ID:  # SQLite would raise OverflowError past 2**63 - 1
+            raise JobNotFound(job_id)
         row = await self._db.one(
             f"SELECT {JOB_COLUMNS_WITH_IMAGE} FROM jobs WHERE id = ?", (job_id,)
         )
@@ -325,6 +328,8 @@ class JobStore:
             raise InvalidValue(
                 "per_page", f"per_page must be between 1 and {MAX_PER_PAGE}; got {per_page}"
             )
+        if page > MAX_ROW_ID // per_page:
+            raise InvalidValue("page", f"page must be at most {MAX_ROW_ID // per_page}; got {page}")
         async with self._db.read() as session:
             count = await session.one("SELECT COUNT(*) FROM jobs WHERE user_id = ?", (user_id,))
             rows = await session.all(
