@@ -53,7 +53,12 @@ async def serve(settings: Settings) -> int:
             images_per_day=settings.images_per_day,
         )
     except StorageError as exc:
-        print(f"sdbot: cannot open the data directory: {exc}", file=sys.stderr)
+        print(
+            f"sdbot: cannot open the data directory: {exc}\n"
+            f"sdbot: check that SDBOT_DATA_DIR ({settings.data_dir}) is a folder this user "
+            "can write and that its disk has free space",
+            file=sys.stderr,
+        )
         return 3
     bot: SdBot | None = None
     tidy: asyncio.Task[None] | None = None
