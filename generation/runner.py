@@ -35,6 +35,42 @@ ProgressSink = Callable[[Progress], None]
 Outcome = JobResult | BaseException
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """A job's pixels straight off the GPU, before PNG encoding (which is CPU work)."""
+
+    job: Job
+    pixels: tuple[np.ndarray, ...]
+    nsfw: tuple[bool | None, ...]
+    model: str
+    elapsed: float
+    batch_size: int
+
+
+DecodedOutcome = Decoded | BaseException
+
+
+def encode_result(decoded: Decoded) -> JobResult:
+    """PNGs with their `parameters` chunk, and the grid. Safe in any thread."""
+    request = decoded.job.request
+    pil = [Image.fromarray(pixels) for pixels in decoded.pixels]
+    images = tuple(
+        GeneratedImage(
+            index=i,
+            seed=seed,
+            png=encode_png(image, parameters_text(request, seed, decoded.model)),
+            width=image.width,
+            height=image.height,
+            nsfw=decoded.nsfw[i],
+        )
+        for i, (seed, image) in enumerate(zip(request.seeds(), pil, strict=True))
+    )
+    grid = images[0].png if len(pil) == 1 else encode_png(make_grid(pil))
+    return JobResult(
+        decoded.job.id, images, grid, decoded.model, decoded.elapsed, decoded.batch_size
+    )
+
+
 class FaultInjector(Protocol):
     """Test seam: lets tests inject out-of-memory, exceptions or NaN latents."""
 
@@ -110,7 +146,22 @@ class BatchRunner:
         publish: Callable[[str, Progress], None],
         is_cancelled: Callable[[str], bool],
     ) -> dict[str, Outcome]:
-        """Run `jobs` as one pipeline call; on failure, retry them one at a time."""
+        """`run_decoded`, then PNG encoding in this same thread."""
+        return {
+            job_id: encode_result(outcome) if isinstance(outcome, Decoded) else outcome
+            for job_id, outcome in self.run_decoded(jobs, publish, is_cancelled).items()
+        }
+
+    def run_decoded(
+        self,
+        jobs: list[Job],
+        publish: Callable[[str, Progress], None],
+        is_cancelled: Callable[[str], bool],
+    ) -> dict[str, DecodedOutcome]:
+        """Run `jobs` as one pipeline call; on failure, retry them one at a time.
+
+        Returns pixels, not PNGs: the worker encodes them in another thread so the
+        GPU thread can start the next batch at once."""
         try:
             return self._run_batch(jobs, publish, is_cancelled)
         except BaseException as exc:
@@ -123,9 +174,9 @@ class BatchRunner:
             if len(jobs) == 1:
                 return {jobs[0].id: _as_job_failure(exc, jobs[0].request)}
             log.warning("batch of %d jobs failed (%s); retrying one at a time", len(jobs), exc)
-            outcomes: dict[str, Outcome] = {}
+            outcomes: dict[str, DecodedOutcome] = {}
             for job in jobs:
-                outcomes.update(self.run([job], publish, is_cancelled))
+                outcomes.update(self.run_decoded([job], publish, is_cancelled))
             return outcomes
 
     def _run_batch(
@@ -133,7 +184,7 @@ class BatchRunner:
         jobs: list[Job],
         publish: Callable[[str, Progress], None],
         is_cancelled: Callable[[str], bool],
-    ) -> dict[str, Outcome]:
+    ) -> dict[str, DecodedOutcome]:
         first = jobs[0].request
         resident = self.model is not None and self.model.spec.name == first.model
         for job in jobs:
@@ -150,7 +201,7 @@ class BatchRunner:
         elapsed = time.perf_counter() - started
         images = sum(job.request.count for job in jobs)
         self.timer.record(elapsed, images, reporter.total)
-        outcomes: dict[str, Outcome] = {}
+        outcomes: dict[str, DecodedOutcome] = {}
         offset = 0
         for job in jobs:
             part = arrays[offset : offset + job.request.count]
@@ -158,7 +209,7 @@ class BatchRunner:
             if is_cancelled(job.id):
                 outcomes[job.id] = JobCancelled("cancelled")
                 continue
-            outcomes[job.id] = self._finish(model, job, part, elapsed, len(jobs))
+            outcomes[job.id] = self._decoded(model, job, part, elapsed, len(jobs))
         return outcomes
 
     def _call_pipeline(
@@ -199,31 +250,17 @@ class BatchRunner:
             output = pipe(**kwargs)
         return np.asarray(output.images)
 
-    def _finish(
+    def _decoded(
         self, model: LoadedModel, job: Job, arrays: np.ndarray, elapsed: float, batch: int
-    ) -> Outcome:
-        request = job.request
+    ) -> DecodedOutcome:
         if not np.isfinite(arrays).all():
             return JobFailed(
                 "the model produced invalid (NaN) pixels; this is usually a half-precision "
                 "overflow. The admin can try SDBOT_DTYPE=bf16 or fp32."
             )
-        pil = [Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8)) for a in arrays]
-        flags = _safety_flags(model, pil, arrays)
-        label = model.spec.name
-        images = tuple(
-            GeneratedImage(
-                index=i,
-                seed=seed,
-                png=encode_png(image, parameters_text(request, seed, label)),
-                width=image.width,
-                height=image.height,
-                nsfw=flags[i],
-            )
-            for i, (seed, image) in enumerate(zip(request.seeds(), pil, strict=True))
-        )
-        grid = images[0].png if len(pil) == 1 else encode_png(make_grid(pil))
-        return JobResult(job.id, images, grid, label, elapsed, batch)
+        pixels = tuple((np.clip(a, 0, 1) * 255).round().astype(np.uint8) for a in arrays)
+        flags = _safety_flags(model, [Image.fromarray(p) for p in pixels], arrays)
+        return Decoded(job, pixels, tuple(flags), model.spec.name, elapsed, batch)
 
 
 class _StepReporter:
@@ -282,8 +319,14 @@ class _StepReporter:
             offset += count
             self.publish(
                 job.id,
-                Progress(job.id, Phase.RUNNING, step=done, total=self.total, elapsed=elapsed,
-                         previews=mine),
+                Progress(
+                    job.id,
+                    Phase.RUNNING,
+                    step=done,
+                    total=self.total,
+                    elapsed=elapsed,
+                    previews=mine,
+                ),
             )
 
 

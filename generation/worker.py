@@ -19,7 +19,7 @@ from typing import Any
 from generation.errors import JobCancelled, WorkerStopped
 from generation.jobs import Job, JobResult, Phase, Progress
 from generation.queue import FairQueue
-from generation.runner import BatchRunner, Outcome
+from generation.runner import BatchRunner, Decoded, Outcome, encode_result
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,15 @@ class GenerationWorker:
         self._accepting = False
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._encoder: ThreadPoolExecutor | None = None
+        self._encoding: set[asyncio.Future[JobResult]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self, preload: str | None = None) -> None:
         """Start the GPU thread; load `preload` (a model name) in it before returning."""
         self._loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdbot-gpu")
+        self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sdbot-encode")
         if preload is not None:
             await self._loop.run_in_executor(self._executor, self.runner.ensure_model, preload)
         self._accepting = True
@@ -162,14 +165,17 @@ class GenerationWorker:
         if self._task is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._task), grace)
+        if self._encoding:
+            await asyncio.wait(set(self._encoding), timeout=grace)
         unfinished = [job for job in self._running if job.id in self._handles]
         unfinished += self.queue.drain()
         for job in unfinished:
             self._close(job.id, WorkerStopped("sdbot is restarting"))
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in (self._executor, self._encoder):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
         return unfinished
 
     async def _dispatch(self) -> None:
@@ -186,7 +192,7 @@ class GenerationWorker:
             try:
                 outcomes = await self._loop.run_in_executor(
                     self._executor,
-                    self.runner.run,
+                    self.runner.run_decoded,
                     batch,
                     self._publish_threadsafe,
                     self._cancelled.__contains__,
@@ -194,10 +200,30 @@ class GenerationWorker:
             except Exception as exc:  # the runner reports per job; this is a last resort
                 log.exception("the GPU thread failed a whole batch")
                 outcomes = {job.id: exc for job in batch}
-            for job_id, outcome in outcomes.items():
-                if not isinstance(outcome, WorkerStopped):  # stop() hands those back
-                    self._close(job_id, outcome)
-            self._running = [job for job in batch if job.id in self._handles]
+            interrupted = []
+            for job in batch:
+                outcome = outcomes.get(job.id, WorkerStopped("the batch did not finish"))
+                if isinstance(outcome, WorkerStopped):
+                    interrupted.append(job)  # stop() hands these back
+                elif isinstance(outcome, Decoded):
+                    self._encode(outcome)  # off the GPU thread: the next batch starts now
+                else:
+                    self._close(job.id, outcome)
+            self._running = interrupted
+
+    def _encode(self, decoded: Decoded) -> None:
+        assert self._loop is not None and self._encoder is not None
+        future = self._loop.run_in_executor(self._encoder, encode_result, decoded)
+        self._encoding.add(future)
+
+        def finished(done: asyncio.Future[JobResult]) -> None:
+            self._encoding.discard(done)
+            if done.cancelled():
+                self._close(decoded.job.id, WorkerStopped("sdbot is restarting"))
+            else:
+                self._close(decoded.job.id, done.exception() or done.result())
+
+        future.add_done_callback(finished)
 
     def _publish_threadsafe(self, job_id: str, progress: Progress) -> None:
         assert self._loop is not None
