@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from generation.jobs import Job
+from generation.prompt import truncation_warning
 from storage import JobState
 from tests.bot.conftest import SMALL, BotEnv, BotStarter, job_id_of
 from tests.conftest import Faults
@@ -130,14 +131,26 @@ async def test_grid_over_the_attachment_limit_becomes_a_smaller_jpeg(
     assert record.payload["attachment_size_limit"] == limit
 
 
-async def test_a_long_prompt_gets_a_private_truncation_warning(start_bot: BotStarter) -> None:
+async def test_a_long_prompt_gets_a_private_truncation_warning(
+    start_bot: BotStarter, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = await start_bot()
+    used: list[object] = []
+
+    def spy(tokenizer: Any, prompt: str) -> str | None:
+        used.append(tokenizer)
+        return truncation_warning(tokenizer, prompt)
+
+    monkeypatch.setattr("bot.launch.truncation_warning", spy)
     words = " ".join(f"word{n}" for n in range(60))
     record = await env.imagine("alice", f"{words} {SMALL}")
     warning = await record.wait_followup()
     assert warning.ephemeral and warning.content.startswith("⚠️ prompt is")
     assert "ignores" in warning.content
     await env.result(job_id_of(await record.wait_message()))
+    # A tokenizer call resets its padding and truncation: the GPU thread's must not be
+    # used from the event loop while it encodes a batch.
+    assert used and all(t is not env.worker.tokenizer("tiny") for t in used)
 
 
 async def test_a_model_that_is_not_loaded_yet_still_starts(
