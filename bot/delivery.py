@@ -109,6 +109,11 @@ class Delivery:
                 await progress_task
         try:
             await self._store_result(record, result)
+        except Exception as exc:  # a full disk, say: tell the member rather than go quiet
+            log.exception("saving the result of job %s failed", record.id)
+            await self.fail(record, f"the result could not be saved ({type(exc).__name__})")
+            return
+        try:
             await self.deliver(await self.storage.jobs.get(record.id), result.elapsed)
         except Exception:
             log.exception("delivering job %s failed", record.id)
