@@ -337,3 +337,36 @@ async def test_start_with_an_undeliverable_recovered_job(start_bot: StartBot) ->
     assert "not available" in rows[ids[0]]["error"]
     assert rows[ids[1]]["delivered_at"] is not None
     assert len(result_messages(env.fake, ids[1])) == 1
+
+
+async def test_disk_full_while_saving_a_result_fails_that_job_with_a_reason(
+    start_bot: StartBot, monkeypatch: Any
+) -> None:
+    """Saving the images fails (ENOSPC): the member is told, the job is not left running,
+    its images go back to the quota, and the next job (once there is room) still works."""
+    import errno
+
+    env = await start_bot()
+    original = env.storage.images.save
+
+    async def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(env.storage.images, "save", full)
+    record = await env.fake.slash(
+        "alice", "general", "imagine", {"prompt": f"a dune {SMALL} --steps 2"}
+    )
+    await record.wait_response()
+    job = job_id(record)
+    await env.fake.wait_until(
+        lambda: record.message is not None and "failed" in record.message.content, 30, "failure"
+    )
+    assert record.message is not None
+    assert "could not be saved" in record.message.content, record.message.content
+    row = jobs(env.db_path)[job]
+    assert row["state"] == "failed"
+    usage = sqlite3.connect(env.db_path).execute("SELECT COUNT(*) FROM rate_usage").fetchone()
+    assert usage == (0,)
+    monkeypatch.setattr(env.storage.images, "save", original)
+    again = await imagine(env, "alice", f"a dune {SMALL} --steps 2")
+    await wait_delivered(env.fake, [again])
