@@ -72,8 +72,17 @@ class Delivery:
         self.attachment_limits: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def follow(self, record: JobRecord, handle: JobHandle, request: GenerationRequest) -> None:
-        task = asyncio.create_task(self._follow(record, handle, request), name=f"job-{record.id}")
+    def follow(
+        self,
+        record: JobRecord,
+        handle: JobHandle,
+        request: GenerationRequest,
+        shown: str | None = None,
+    ) -> None:
+        """Follow the job to its result; `shown` is the progress text already on screen."""
+        task = asyncio.create_task(
+            self._follow(record, handle, request, shown), name=f"job-{record.id}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -85,9 +94,13 @@ class Delivery:
     # -- the job's life ---------------------------------------------------------------
 
     async def _follow(
-        self, record: JobRecord, handle: JobHandle, request: GenerationRequest
+        self,
+        record: JobRecord,
+        handle: JobHandle,
+        request: GenerationRequest,
+        shown: str | None = None,
     ) -> None:
-        progress_task = asyncio.create_task(self._show_progress(record, handle, request))
+        progress_task = asyncio.create_task(self._show_progress(record, handle, request, shown))
         try:
             result = await handle.result
         except WorkerStopped:  # stays queued in storage: the next start runs it again
@@ -119,7 +132,11 @@ class Delivery:
             log.exception("delivering job %s failed", record.id)
 
     async def _show_progress(
-        self, record: JobRecord, handle: JobHandle, request: GenerationRequest
+        self,
+        record: JobRecord,
+        handle: JobHandle,
+        request: GenerationRequest,
+        shown: str | None = None,
     ) -> None:
         last_edit = float("-inf")
         marked_running = False
@@ -133,14 +150,13 @@ class Delivery:
             if progress.phase is not Phase.QUEUED and not marked_running:
                 marked_running = True
                 await self.storage.jobs.mark_running(record.id)
-            last_edit = time.monotonic()
+            text = render.progress_text(record.id, request, progress)
             preview = render.preview_file(progress)
-            await self._edit_progress(
-                record,
-                render.progress_text(record.id, request, progress),
-                file=preview,
-                cancel_button=True,
-            )
+            if text == shown and preview is None:
+                continue  # queue positions are republished on every change, often unchanged
+            last_edit = time.monotonic()
+            shown = text
+            await self._edit_progress(record, text, file=preview, cancel_button=True)
 
     async def _store_result(self, record: JobRecord, result: JobResult) -> None:
         for image in result.images:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from typing import Any
@@ -200,3 +201,25 @@ async def test_a_failed_job_says_why_and_gives_the_images_back(
     assert row.state is JobState.FAILED and row.error and "device-side assert" in row.error
     quota = await env.storage.limits.usage(env.fake.user("alice").id, env.fake.guild.id)
     assert quota.hour_used == 0
+
+
+async def test_a_waiting_job_is_not_edited_when_nothing_changed(
+    start_bot: BotStarter, faults: Faults
+) -> None:
+    env = await start_bot(progress_interval=0.1)
+    gate = faults.gate()
+    faults.on_batch = lambda jobs: gate.hold()
+    await progress_of(env, "bob", f"holding the GPU {SMALL}")
+    await gate.entered.wait()
+    waiting = await progress_of(env, "alice", f"waiting {SMALL}")
+    for n in range(4):  # each new job republishes every queue position, unchanged here
+        await progress_of(env, "mod", f"behind {n} {SMALL}")
+    await asyncio.sleep(0.5)  # room for edits that must not come
+    assert [v.content for v in waiting.versions] == [waiting.content], "edited for nothing"
+    gate.release()
+
+
+async def progress_of(env: BotEnv, user: str, prompt: str) -> FakeMessage:
+    record = await env.imagine(user, prompt)
+    await record.wait_response()
+    return await record.wait_message()
