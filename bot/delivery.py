@@ -251,6 +251,10 @@ class Delivery:
                     return edited.id
                 except discord.NotFound:  # someone deleted the progress message: post anew
                     log.info("progress message of job %s is gone; posting the result", record.id)
+                except discord.HTTPException as exc:
+                    if exc.status != 401:  # 401: Discord says the token expired; use ours
+                        raise
+                    log.info("the token of job %s was refused; posting the result", record.id)
             channel = self.client.get_partial_messageable(record.channel_id)
             message = await channel.send(
                 content=outgoing.content,
