@@ -370,3 +370,22 @@ async def test_disk_full_while_saving_a_result_fails_that_job_with_a_reason(
     monkeypatch.setattr(env.storage.images, "save", original)
     again = await imagine(env, "alice", f"a dune {SMALL} --steps 2")
     await wait_delivered(env.fake, [again])
+
+
+async def test_token_refused_early_falls_back_to_the_channel(start_bot: StartBot) -> None:
+    """Discord says the interaction token expired (401 50027) while the bot's clock says it
+    is fresh (a skewed clock, a token Discord revoked): that must not cost the result."""
+    env = await start_bot()
+    gate = env.faults.gate()
+    env.faults.on_batch = lambda batch: gate.hold()
+    record = await env.fake.slash(
+        "alice", "general", "imagine", {"prompt": f"a reef {SMALL} --steps 2"}
+    )
+    await record.wait_response()
+    job = job_id(record)
+    await gate.entered.wait()
+    env.fake.advance(15 * 60 + 1)  # Discord's clock only: the bot thinks the token is fresh
+    gate.release()
+    await wait_delivered(env.fake, [job], timeout=60)
+    assert final(env, job).webhook_id is None
+    await wait_recorded(env.db_path, [job])
