@@ -95,29 +95,35 @@ async def test_expired_token_delivers_through_channel_despite_errors(start_bot: 
     env = await start_bot()
     gate = env.faults.gate()
     env.faults.on_batch = lambda batch: gate.hold()
-    record = await env.fake.slash(
-        "alice", "general", "imagine", {"prompt": f"a comet {SMALL} --steps 2"}
-    )
-    await record.wait_response()
-    job = job_id(record)
+    records = {}
+    for user in ("alice", "bob", "mod"):
+        record = await env.fake.slash(
+            user, "general", "imagine", {"prompt": f"{user}'s comet {SMALL} --steps 2"}
+        )
+        await record.wait_response()
+        records[job_id(record)] = record
     await gate.entered.wait()
-    env.clock.advance(15 * 60 + 1)  # the interaction token is dead now
+    env.clock.advance(15 * 60 + 1)  # the interaction tokens are dead now
+    post = r"POST /channels/\d+/messages$"
     faults = [
-        env.fake.fail_next(r"POST /channels/\d+/messages$", 429, times=2, retry_after=0.05),
-        env.fake.fail_next(r"POST /channels/\d+/messages$", 503),  # discord.py won't retry it
+        env.fake.fail_next(post, 429, times=2, retry_after=0.05),
+        env.fake.fail_next(post, 500),
+        env.fake.fail_next(post, 503),  # discord.py does not retry a 503 itself
+        env.fake.fail_next(r"PATCH /channels/\d+/messages/", 429, times=2, retry_after=0.05),
     ]
     gate.release()
-    await wait_delivered(env.fake, [job], timeout=60)
-    message = final(env, job)
-    assert all(f.times == 0 for f in faults)
-    assert message.webhook_id is None, "the result went through the dead interaction token"
-    assert message.content.startswith(f"<@{env.fake.user('alice').id}>")
-    progress = record.message
-    assert progress is not None
-    await env.fake.wait_until(lambda: progress.deleted, 10, "the progress message to go")
-    assert not [e for e in record.errors if e.code == 50027], "the bot used an expired token"
-    await wait_recorded(env.db_path, [job])
-    assert jobs(env.db_path)[job]["result_message_id"] == message.id
+    await wait_delivered(env.fake, list(records), timeout=60)
+    await wait_recorded(env.db_path, list(records))
+    assert all(f.times == 0 for f in faults[:3])
+    for job, record in records.items():
+        message = final(env, job)
+        assert message.webhook_id is None, "a result went through a dead interaction token"
+        assert message.content.startswith(f"<@{record.user.id}>")
+        assert jobs(env.db_path)[job]["result_message_id"] == message.id
+        progress = record.message
+        assert progress is not None
+        await env.fake.wait_until(lambda p=progress: p.deleted, 10, "the progress message to go")
+        assert not [e for e in record.errors if e.code == 50027], "the bot used a dead token"
 
 
 async def test_callback_refused_after_accepting_still_delivers(start_bot: StartBot) -> None:
@@ -161,9 +167,12 @@ async def test_gateway_disconnect_and_resume_mid_generation(start_bot: StartBot)
     first = await imagine(env, "alice", f"a glacier {SMALL} --steps 3")
     await gate.entered.wait()
     await env.fake.disconnect_gateway()
+    # Sent while the bot is away: Discord replays it on RESUME, inside the 3 s deadline.
+    during = await env.fake.slash("bob", "general", "imagine", {"prompt": f"a fjord {SMALL}"})
     await env.fake.wait_until(lambda: env.fake.resume_count >= 1, 20, "a RESUME")
+    await during.wait_response()
     gate.release()
-    await wait_delivered(env.fake, [first], timeout=60)
+    await wait_delivered(env.fake, [first, job_id(during)], timeout=60)
     # A session the gateway will not resume: the bot identifies again and carries on.
     gate = hold_at_step(env, 1)
     second = await imagine(env, "bob", f"a canyon {SMALL} --steps 3")
