@@ -128,7 +128,12 @@ async def reroll(interaction: discord.Interaction, record: JobRecord, index: int
 
 
 async def remix(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
-    await interaction.response.send_modal(RemixModal(record))
+    form = RemixModal(record)
+    await interaction.response.send_modal(form)
+    # Submissions go to `submit_remix` (from SdBot.on_interaction), not to this object:
+    # discord.py keeps one modal per custom_id in memory, which a restart forgets and a
+    # second member remixing the same job replaces.
+    form.stop()
 
 
 async def delete(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
@@ -176,7 +181,8 @@ async def cancel(interaction: discord.Interaction, record: JobRecord, index: int
 
 
 class RemixModal(discord.ui.Modal, title="Remix"):
-    """The prompt prefilled; the new text may carry inline flags (validated as usual)."""
+    """The form: the prompt prefilled; the new text may carry inline flags (validated as
+    usual). What is submitted is handled by `submit_remix`."""
 
     def __init__(self, record: JobRecord) -> None:
         super().__init__(custom_id=f"sdbot-remix:{record.id}", timeout=900)
@@ -200,37 +206,70 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         self.add_item(self.prompt)
         self.add_item(self.negative)
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        bot = _bot(interaction)
-        parent = _request(self.record)
-        config = await bot.service.guild_config(interaction.guild_id)
-        options = RequestOptions(
-            negative_prompt=self.negative.value,
-            width=parent.width,
-            height=parent.height,
-            steps=parent.steps,
-            guidance=parent.guidance,
-            count=parent.count,
-            model=parent.model,
-            scheduler=parent.scheduler,
-            strength=parent.strength if parent.kind.needs_image else None,
-        )
-        request = build_request(
-            self.prompt.value,
-            options,
-            defaults=RequestOptions(),
-            registry=bot.registry,
-            limits=bot.service.limits_for(config),
-            kind=parent.kind,
-            init_image=parent.init_image,
-            init_size=(parent.width, parent.height),
-        )
-        await launch(interaction, request, Lineage(Action.REMIX, self.record.id))
 
-    async def on_error(  # type: ignore[override]
-        self, interaction: discord.Interaction, error: Exception
-    ) -> None:
-        await reply_error(interaction, error)
+REMIX_FORM = re.compile(r"^sdbot-remix:(?P<job>[0-9]{1,19})$")
+
+
+async def submit_remix(interaction: discord.Interaction) -> None:
+    """A submitted remix form (other modals are left alone). Its custom_id names the job and
+    its fields hold the text, so a form opened before a restart works, and so does each
+    member's form for one job."""
+    data: dict[str, Any] = dict(interaction.data or {})  # type: ignore[arg-type]
+    match = REMIX_FORM.match(str(data.get("custom_id", "")))
+    if match is None:
+        return
+    try:
+        record = await _bot(interaction).storage.jobs.get(int(match["job"]))
+        values = _form_values(data.get("components") or [])
+        await _remix(interaction, record, values.get("prompt", ""), values.get("negative", ""))
+    except Exception as exc:
+        await reply_error(interaction, exc)
+
+
+def _form_values(components: list[Any]) -> dict[str, str]:
+    """`{custom_id: value}` of the text inputs in a modal submission (rows or labels)."""
+    values: dict[str, str] = {}
+    stack = list(components)
+    while stack:
+        component = stack.pop()
+        if not isinstance(component, dict):
+            continue
+        stack += component.get("components") or []
+        if isinstance(component.get("component"), dict):
+            stack.append(component["component"])
+        if component.get("custom_id") and isinstance(component.get("value"), str):
+            values[component["custom_id"]] = component["value"]
+    return values
+
+
+async def _remix(
+    interaction: discord.Interaction, record: JobRecord, prompt: str, negative: str
+) -> None:
+    bot = _bot(interaction)
+    parent = _request(record)
+    config = await bot.service.guild_config(interaction.guild_id)
+    options = RequestOptions(
+        negative_prompt=negative,
+        width=parent.width,
+        height=parent.height,
+        steps=parent.steps,
+        guidance=parent.guidance,
+        count=parent.count,
+        model=parent.model,
+        scheduler=parent.scheduler,
+        strength=parent.strength if parent.kind.needs_image else None,
+    )
+    request = build_request(
+        prompt,
+        options,
+        defaults=RequestOptions(),
+        registry=bot.registry,
+        limits=bot.service.limits_for(config),
+        kind=parent.kind,
+        init_image=parent.init_image,
+        init_size=(parent.width, parent.height),
+    )
+    await launch(interaction, request, Lineage(Action.REMIX, record.id))
 
 
 class HistoryButton(

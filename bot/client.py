@@ -88,6 +88,12 @@ class SdBot(discord.Client):
             user = self.user
             log.info("logged in as %s (%s)", user, user.id if user else "?")
 
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        if interaction.type is discord.InteractionType.modal_submit:
+            from bot.buttons import submit_remix
+
+            await submit_remix(interaction)
+
     async def _on_tree_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:

@@ -187,3 +187,20 @@ async def test_cancel_button_on_the_progress_message(start_bot: BotStarter, faul
     assert progress.custom_ids == []
     assert (await env.storage.jobs.get(job_id)).state is JobState.CANCELLED
     gate.release()
+
+
+async def test_two_members_remix_the_same_job(start_bot: BotStarter) -> None:
+    env = await start_bot()
+    parent = await finished_job(env, f"a paper boat {SMALL}")
+    remix = f"sdbot:remix:{job_id_of(parent)}:0"
+    alice_opened = await env.fake.click("alice", parent, remix)
+    bob_opened = await env.fake.click("bob", parent, remix)
+    await alice_opened.wait_response()
+    await bob_opened.wait_response()
+    by_bob = await env.fake.submit_modal("bob", bob_opened, values={"prompt": "a red boat"})
+    await child_result(env, by_bob)
+    by_alice = await env.fake.submit_modal("alice", alice_opened, values={"prompt": "a blue boat"})
+    result = await child_result(env, by_alice)
+    assert result.embeds[0]["description"] == "a blue boat"
+    job = await env.storage.jobs.get(job_id_of(result))
+    assert job.user_id == env.fake.user("alice").id

@@ -114,3 +114,24 @@ async def test_a_result_never_posted_is_posted_once_after_a_restart(
     again = await start_bot(fake=before.fake, data_dir=before.data_dir)
     await again.bot.delivery.wait_idle()
     assert len(results_of(again, job_id)) == 1 and len(faults.batches) == batches
+
+
+async def test_a_remix_form_opened_before_a_restart_works_after_it(
+    start_bot: BotStarter,
+) -> None:
+    before = await start_bot()
+    progress = await reply(await before.imagine("alice", f"a snow globe {SMALL}"))
+    old = await before.result(job_id_of(progress))
+    opened = await before.fake.click("alice", old, f"sdbot:remix:{job_id_of(old)}:0")
+    await opened.wait_response()
+    await before.stop()
+
+    after = await start_bot(fake=before.fake, data_dir=before.data_dir)
+    submitted = await after.fake.submit_modal(
+        "alice", opened, values={"prompt": "a snow globe at night --seed 5"}
+    )
+    await submitted.wait_response(timeout=3.5)
+    remixed = await after.result(job_id_of(await submitted.wait_message()))
+    assert remixed.embeds[0]["description"] == "a snow globe at night"
+    job = await after.storage.jobs.get(job_id_of(remixed))
+    assert job.parent_job_id == job_id_of(old) and job.seeds == (5,)
