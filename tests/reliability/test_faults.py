@@ -398,3 +398,38 @@ async def test_token_refused_early_falls_back_to_the_channel(start_bot: StartBot
     await wait_delivered(env.fake, [job], timeout=60)
     assert final(env, job).webhook_id is None
     await wait_recorded(env.db_path, [job])
+
+
+async def test_two_members_remixing_the_same_job_both_get_answers(start_bot: StartBot) -> None:
+    env = await start_bot()
+    job = await imagine(env, "alice", f"a lantern {SMALL} --steps 2")
+    await wait_delivered(env.fake, [job])
+    message = final(env, job)
+    opened = {}
+    for user in ("alice", "bob"):
+        opened[user] = await env.fake.click(user, message, f"sdbot:remix:{job}:0")
+        await opened[user].wait_response()
+    answers = []
+    for user in ("bob", "alice"):
+        submit = await env.fake.submit_modal(
+            user, opened[user], values={"prompt": f"{user}'s lantern {SMALL} --steps 2"}
+        )
+        await submit.wait_response()
+        answers.append(job_id(submit))
+    await wait_delivered(env.fake, answers, timeout=60)
+
+
+async def test_a_remix_form_left_open_across_a_restart_still_works(start_bot: StartBot) -> None:
+    env = await start_bot()
+    job = await imagine(env, "alice", f"a lantern {SMALL} --steps 2")
+    await wait_delivered(env.fake, [job])
+    opened = await env.fake.click("alice", final(env, job), f"sdbot:remix:{job}:0")
+    await opened.wait_response()
+    assert opened.modal is not None
+    # The bot restarts while the form is open: a new process holds no modal objects.
+    env.bot._connection._view_store._modals.clear()
+    submit = await env.fake.submit_modal(
+        "alice", opened, values={"prompt": f"a lamp {SMALL} --steps 2"}
+    )
+    await submit.wait_response()
+    await wait_delivered(env.fake, [job_id(submit)], timeout=60)
