@@ -151,7 +151,7 @@ class Delivery:
                 marked_running = True
                 await self.storage.jobs.mark_running(record.id)
             text = render.progress_text(record.id, request, progress)
-            preview = render.preview_file(progress)
+            preview = await asyncio.to_thread(render.preview_file, progress)  # JPEG: off the loop
             if text == shown and preview is None:
                 continue  # queue positions are republished on every change, often unchanged
             last_edit = time.monotonic()
