@@ -20,7 +20,11 @@ def make_worker(settings: Settings, registry: ModelRegistry) -> GenerationWorker
     from generation.runner import BatchRunner
 
     placement = Placement.resolve(
-        settings.device, settings.dtype, low_vram=settings.low_vram, compile=settings.compile
+        settings.device,
+        settings.dtype,
+        low_vram=settings.low_vram,
+        compile=settings.compile,
+        channels_last=settings.channels_last,
     )
     runner = BatchRunner(registry, placement, progress_interval=settings.progress_interval)
     return GenerationWorker(

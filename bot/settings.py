@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(default="auto", alias="SDBOT_DTYPE")
     low_vram: bool = Field(default=False, alias="SDBOT_LOW_VRAM")
     compile: bool = Field(default=False, alias="SDBOT_COMPILE")
+    channels_last: bool = Field(default=False, alias="SDBOT_CHANNELS_LAST")
     data_dir: Path = Field(default=Path("data"), alias="SDBOT_DATA_DIR")
 
     max_steps: int = Field(default=60, ge=1, le=500, alias="SDBOT_MAX_STEPS")

@@ -25,7 +25,12 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 @dataclass(frozen=True)
 class Placement:
-    """Where and how models run: device, dtype and the memory/speed switches."""
+    """Where and how models run: device, dtype and the memory/speed switches.
+
+    CUDA defaults follow `bench/gpu.py` on an H200 (docs/PERFORMANCE.md): bf16 and
+    fused QKV projections won; channels_last lost (slower UNet steps at small
+    batches), so it stays a switch; torch.compile is opt-in (its warm-up is long).
+    """
 
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
@@ -33,6 +38,7 @@ class Placement:
     channels_last: bool = False
     compile: bool = False
     vae_tiling: bool = False
+    fused_qkv: bool = False
 
     @classmethod
     def resolve(
@@ -42,6 +48,7 @@ class Placement:
         *,
         low_vram: bool = False,
         compile: bool = False,
+        channels_last: bool = False,
     ) -> Placement:
         """Pick the device (CUDA, then MPS, then CPU) and its best dtype unless told."""
         if device == "auto":
@@ -67,9 +74,10 @@ class Placement:
             device=device,
             dtype=chosen,
             low_vram=low_vram and on_cuda,
-            channels_last=on_cuda,
+            channels_last=channels_last and on_cuda,
             compile=compile and on_cuda,
             vae_tiling=low_vram,
+            fused_qkv=on_cuda,
         )
 
 
@@ -184,6 +192,8 @@ def load_model(spec: ModelSpec, placement: Placement) -> LoadedModel:
 
 
 def _place(pipe: Any, placement: Placement) -> None:
+    if placement.fused_qkv:
+        pipe.fuse_qkv_projections()
     if placement.low_vram:
         pipe.enable_model_cpu_offload()
     else:
@@ -195,4 +205,18 @@ def _place(pipe: Any, placement: Placement) -> None:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
     if placement.compile:
-        pipe.unet = torch.compile(pipe.unet, mode="max-autotune-no-cudagraphs")
+        _trace_sides_apart()
+        # Dynamic shapes: one graph serves every batch size and aspect bucket, where
+        # static shapes would recompile for each new batch the queue forms.
+        pipe.unet = torch.compile(pipe.unet, dynamic=True)
+
+
+def _trace_sides_apart() -> None:
+    """Trace height and width as separate sizes (else a square first shape makes dynamo
+    assume height == width, and every other aspect recompiles)."""
+    try:
+        import torch.fx.experimental._config as fx_config
+    except ImportError:
+        return
+    if hasattr(fx_config, "use_duck_shape"):
+        fx_config.use_duck_shape = False
