@@ -54,6 +54,7 @@ if str(ROOT) not in sys.path:
 
 PROBE_INTERVAL = 0.05
 DEADLINE = 3.0
+RESULT = re.compile(r'"sdbot:reroll:(\d+):0"')
 
 
 # -- the child: sdbot run with an event-loop lag probe ------------------------------------
@@ -139,7 +140,7 @@ def shape(text: str) -> str:
 
 async def drive(args: argparse.Namespace, workdir: Path) -> Outcome:
     from tests.reliability.conftest import new_token
-    from tests.reliability.support import BotProcess, bot_env, delivered_once, result_messages
+    from tests.reliability.support import BotProcess, bot_env
     from tests.support.fake_discord import FakeDiscord
 
     outcome = Outcome()
@@ -166,8 +167,9 @@ async def drive(args: argparse.Namespace, workdir: Path) -> Outcome:
             window_start = time.time()
             records = await send(fake, users, args, outcome)
             await collect_answers(fake, records, outcome)
-            await drain(fake, data_dir, outcome, args.drain, result_messages)
-            outcome.not_once = delivered_once(fake, outcome.accepted)
+            await drain(data_dir, outcome, args.drain)
+            counts = result_counts(fake)
+            outcome.not_once = {j: counts[j] for j in outcome.accepted if counts[j] != 1}
             window_end = time.time()
             outcome.db = database_check(data_dir / "sdbot.sqlite3", outcome.accepted)
         finally:
@@ -231,8 +233,12 @@ async def collect_answers(fake: Any, records: list, outcome: Outcome) -> None:
             outcome.accepted.append(job_id(record))
 
 
-async def drain(fake: Any, data_dir: Path, outcome: Outcome, limit: float, results: Any) -> None:
-    """Wait until every accepted job is delivered or failed (or `limit` seconds pass)."""
+async def drain(data_dir: Path, outcome: Outcome, limit: float) -> None:
+    """Wait until the database has every accepted job delivered or failed (or `limit` s).
+
+    Only the database is polled here: scanning the fake's messages on every poll would
+    load this process, which also serves the fake Discord the bot is talking to.
+    """
     db = data_dir / "sdbot.sqlite3"
     started = time.monotonic()
     pending = set(outcome.accepted)
@@ -240,7 +246,7 @@ async def drain(fake: Any, data_dir: Path, outcome: Outcome, limit: float, resul
         rows = read_jobs(db)
         for job in list(pending):
             row = rows.get(job)
-            if results(fake, job) and row is not None and row["delivered_at"] is not None:
+            if row is not None and row["delivered_at"] is not None:
                 pending.discard(job)
                 outcome.completed += 1
             elif row is not None and row["state"] in ("failed", "cancelled"):
@@ -248,6 +254,17 @@ async def drain(fake: Any, data_dir: Path, outcome: Outcome, limit: float, resul
                 outcome.failed[job] = f"{row['state']}: {row['error']}"
         await asyncio.sleep(0.5)
     outcome.drain_seconds = time.monotonic() - started
+
+
+def result_counts(fake: Any) -> Counter[int]:
+    """Job id -> how many messages ever carried its result buttons (one pass)."""
+    counts: Counter[int] = Counter()
+    for message in list(fake.state.messages.values()):
+        seen: set[int] = set()
+        for version in message.versions:
+            seen.update(int(j) for j in RESULT.findall(json.dumps(version.components)))
+        counts.update(seen)
+    return counts
 
 
 def read_jobs(db: Path) -> dict[int, sqlite3.Row]:
