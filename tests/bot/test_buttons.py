@@ -8,6 +8,7 @@ from typing import Any
 from storage import Action, JobState
 from tests.bot.conftest import SMALL, BotEnv, BotStarter, job_id_of
 from tests.bot.test_commands import ephemeral_text, fields, reply
+from tests.bot.test_imagine_flow import acknowledged_in_time
 from tests.conftest import Faults
 from tests.support.fake_discord import FakeMessage, InteractionRecord
 
@@ -21,6 +22,7 @@ async def child_result(env: BotEnv, click: InteractionRecord) -> FakeMessage:
     """The result of the job a button click started (a new message, not the clicked one)."""
     progress = await reply(click)
     assert not progress.ephemeral, progress.content
+    acknowledged_in_time(click)
     assert progress is not click.source_message
     return await env.result(job_id_of(progress))
 
