@@ -130,6 +130,8 @@ class Delivery:
             await self.deliver(await self.storage.jobs.get(record.id), result.elapsed)
         except Exception:
             log.exception("delivering job %s failed", record.id)
+        finally:
+            self.attachment_limits.pop(record.id, None)
 
     async def _show_progress(
         self,

@@ -98,7 +98,7 @@ async def launch(
         await bot.storage.jobs.set_progress_message(record.id, message_id)
     bot.delivery.attachment_limits[record.id] = interaction.filesize_limit
     bot.delivery.follow(record, accepted.handle, request, text if message_id else None)
-    tokenizer = bot.service.tokenizer(request.model)  # None until the model is loaded
+    tokenizer = bot.service.worker.tokenizer(request.model)  # None until the model is loaded
     warning = truncation_warning(tokenizer, request.prompt) if tokenizer is not None else None
     if warning:
         await _quiet_followup(interaction, f"⚠️ {warning}")

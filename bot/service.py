@@ -7,12 +7,10 @@ recovery at start-up and the tests all go through the same door.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from bot.errors import Refused
 from generation.errors import QueueFull
@@ -94,22 +92,6 @@ class JobService:
         self.limits = limits
         self.clock = clock
         self._accept_lock = asyncio.Lock()
-        self._tokenizers: dict[str, Any] = {}
-
-    def tokenizer(self, model: str) -> Any:
-        """The event loop's own copy of `model`'s tokenizer; None until the model is loaded.
-
-        Never the worker's: the GPU thread encodes prompts with that one, and each call of a
-        tokenizer resets its padding and truncation, so a call from the loop thread at the
-        same time corrupts the pipeline's encoding (mismatched tensor sizes, jobs failing).
-        """
-        mine = self._tokenizers.get(model)
-        if mine is None:
-            resident = self.worker.tokenizer(model)
-            if resident is None:
-                return None
-            mine = self._tokenizers[model] = copy.deepcopy(resident)
-        return mine
 
     async def guild_config(self, guild_id: int | None) -> GuildConfig | None:
         return None if guild_id is None else await self.storage.guilds.get(guild_id)

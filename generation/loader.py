@@ -8,6 +8,7 @@ event loop.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,10 +111,20 @@ class LoadedModel:
     safety_checker: Any = None
     feature_extractor: Any = None
     _schedulers: dict[str, Any] = field(default_factory=dict)
+    _spare_tokenizer: Any = None
 
     @property
     def tokenizer(self) -> Any:
         return self.txt2img.tokenizer
+
+    @property
+    def spare_tokenizer(self) -> Any:
+        """A copy of the tokenizer for the event loop (prompt-length warnings).
+
+        Never the pipeline's own: each tokenizer call resets its padding and truncation,
+        so a call from another thread while the GPU thread encodes a prompt corrupts that
+        encoding. Made by the loader, before the GPU thread uses the original."""
+        return self._spare_tokenizer
 
     def scheduler(self, name: str) -> Any:
         """A fresh-state scheduler of this kind (cached: one worker thread uses them)."""
@@ -188,7 +199,8 @@ def load_model(spec: ModelSpec, placement: Placement) -> LoadedModel:
         checker.to(placement.device)
     img2img = AutoPipelineForImage2Image.from_pipe(pipe)
     img2img.set_progress_bar_config(disable=True)
-    return LoadedModel(spec, placement, pipe, img2img, checker, extractor)
+    spare = copy.deepcopy(pipe.tokenizer)
+    return LoadedModel(spec, placement, pipe, img2img, checker, extractor, _spare_tokenizer=spare)
 
 
 def _place(pipe: Any, placement: Placement) -> None:

@@ -151,10 +151,11 @@ class GenerationWorker:
         )
 
     def tokenizer(self, model: str) -> Any:
-        """The tokenizer of `model` when it is resident, else None."""
+        """A tokenizer of `model` for the event loop (never the GPU thread's own) when
+        the model is resident, else None."""
         resident = self.runner.model
         if resident is not None and resident.spec.name == model:
-            return resident.tokenizer
+            return resident.spare_tokenizer
         return None
 
     async def stop(self, grace: float = 30.0) -> list[Job]:
