@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 from bot.errors import Refused
 from generation.errors import QueueFull
@@ -21,7 +21,6 @@ from generation.worker import GenerationWorker, JobHandle
 from storage import Storage
 from storage.guilds import GuildConfig
 from storage.records import Action, JobRecord, NewJob
-from storage.settings import UserDefaults
 
 log = logging.getLogger(__name__)
 
@@ -55,23 +54,13 @@ class Lineage:
     parent_index: int | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Accepted:
+    """A job that is recorded and queued: its row, its worker handle, its request."""
+
     record: JobRecord
     handle: JobHandle
     request: GenerationRequest
-    warnings: list[str] = field(default_factory=list)
-
-
-def defaults_as_options(defaults: UserDefaults) -> RequestOptions:
-    return RequestOptions(
-        model=defaults.model,
-        aspect=defaults.aspect,
-        steps=defaults.steps,
-        guidance=defaults.guidance,
-        negative_prompt=defaults.negative_prompt,
-        count=defaults.count,
-    )
 
 
 class JobService:
@@ -97,13 +86,12 @@ class JobService:
         return None if guild_id is None else await self.storage.guilds.get(guild_id)
 
     async def defaults(self, user_id: int) -> RequestOptions:
-        return defaults_as_options(await self.storage.settings.get(user_id))
+        saved = await self.storage.settings.get(user_id)
+        return RequestOptions(**saved.as_dict())
 
     def limits_for(self, config: GuildConfig | None) -> Limits:
         if config is None or config.max_steps is None:
             return self.limits
-        from dataclasses import replace
-
         return replace(self.limits, max_steps=min(self.limits.max_steps, config.max_steps))
 
     @staticmethod
