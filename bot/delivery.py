@@ -26,7 +26,7 @@ from generation.request import GenerationRequest
 from generation.worker import JobHandle
 from storage import Storage
 from storage.guilds import NsfwPolicy
-from storage.records import JobRecord
+from storage.records import JobRecord, JobState
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,8 @@ class Delivery:
             result = await handle.result
         except WorkerStopped:  # stays queued in storage: the next start runs it again
             text = f"**#{record.id}** ⏸ sdbot is restarting; this job stays queued and runs after."
+            if (await self.storage.jobs.get(record.id)).state is JobState.CANCELLED:
+                text = f"**#{record.id}** cancelled."
             await self._edit_progress(record, text, clear=True)
             return
         except JobCancelled:

@@ -180,4 +180,8 @@ class JobService:
             raise Refused(f"job #{job_id} is already {record.state.value}")
         if not self.worker.cancel(str(job_id)):
             raise Refused(f"job #{job_id} is not in the queue any more")
+        # Recorded now, not when the GPU thread reaches its next step: a stop or crash in
+        # between must not bring the job back at the next start.
+        await self.storage.jobs.cancel(job_id)
+        await self.storage.limits.refund_job(job_id)
         return record
