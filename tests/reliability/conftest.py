@@ -20,6 +20,7 @@ from generation.request import Limits
 from generation.worker import GenerationWorker
 from storage import Storage
 from tests.conftest import Faults, WorkerFactory
+from tests.reliability.support import lost_jobs
 from tests.support.fake_discord import FakeDiscord, run_client
 
 
@@ -65,9 +66,11 @@ async def start_bot(
 ) -> AsyncIterator[StartBot]:
     """`env = await start_bot(...)`: SdBot on a fresh data dir against a fresh FakeDiscord.
 
-    Delivery retries are shortened to 0.2 s so fault tests stay fast.
+    At teardown every job in the database is checked against the fake (`lost_jobs`): a
+    test passes only if no accepted job was lost or delivered twice.
     """
     stack = contextlib.AsyncExitStack()
+    lost: list[str] = []
 
     async def start(
         *,
@@ -111,9 +114,11 @@ async def start_bot(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
                     await bot.delivery.wait_idle()
+            lost.extend(lost_jobs(fake, data_dir / "sdbot.sqlite3"))
 
         stack.push_async_callback(settle)
         return BotEnv(fake, bot, storage, worker, data_dir, clock, faults)
 
     yield start
     await stack.aclose()
+    assert not lost, f"jobs lost or delivered twice: {lost}"

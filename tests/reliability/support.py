@@ -85,13 +85,21 @@ def job_id(record: InteractionRecord) -> int:
 
 
 def result_messages(fake: FakeDiscord, job: int) -> list[FakeMessage]:
-    """Messages that at any time carried job `job`'s result buttons (deleted ones too)."""
+    """Messages that at any time carried job `job`'s result buttons (deleted ones too),
+    except the copies a member asked for with /show."""
     marker = json.dumps(f"sdbot:reroll:{job}:0")
     return [
         m
         for m in list(fake.state.messages.values())
-        if any(marker in json.dumps(v.components) for v in m.versions)
+        if any(marker in json.dumps(v.components) for v in m.versions) and not _shown(fake, m)
     ]
+
+
+def _shown(fake: FakeDiscord, message: FakeMessage) -> bool:
+    """Whether `message` answers a /show command."""
+    ident = (message.interaction_metadata or {}).get("id")
+    record = fake.state.interactions.get(int(ident)) if ident else None
+    return record is not None and record.payload.get("data", {}).get("name") == "show"
 
 
 def delivered_once(fake: FakeDiscord, job_ids: list[int]) -> dict[int, int]:
@@ -111,6 +119,24 @@ async def wait_delivered(fake: FakeDiscord, job_ids: list[int], timeout: float =
         await fake.wait_until(done, timeout, "every job's result")
     except TimeoutError as exc:
         raise TimeoutError(f"{exc}; still missing: {missing()}") from None
+
+
+def lost_jobs(fake: FakeDiscord, db_path: Path) -> list[str]:
+    """Every job the database knows, checked against what the fake shows: a done job has
+    exactly one result message and is recorded as delivered; any other job has none, and
+    none is left running. (Queued jobs are the test's business: it may stop mid-queue.)"""
+    problems = []
+    for job, row in jobs(db_path).items():
+        shown = len(result_messages(fake, job))
+        if row["state"] == "done" and (shown != 1 or row["delivered_at"] is None):
+            problems.append(
+                f"#{job} done, {shown} result messages, delivered {row['delivered_at']}"
+            )
+        elif row["state"] != "done" and shown:
+            problems.append(f"#{job} {row['state']} but {shown} result messages")
+        elif row["state"] == "running":
+            problems.append(f"#{job} left running")
+    return problems
 
 
 def progress_steps(message: FakeMessage) -> list[int]:

@@ -95,7 +95,7 @@ async def test_sigkill_mid_batch_then_restart_delivers_every_job_once(
 ) -> None:
     data = tmp_path / "data"
     first = await launch(fake, tmp_path, processes, "first", SDBOT_MAX_BATCH="2")
-    accepted = await submit(fake, "a castle --size 128x128 --steps 16 --n 1")
+    accepted = await submit(fake, "a castle --size 128x128 --steps 10 --n 1")
     await fake.wait_for_message(lambda m: "step " in m.content, timeout=60)
     first.send(signal.SIGKILL)
     assert await first.wait_exit() == -signal.SIGKILL
@@ -126,7 +126,7 @@ async def test_sigterm_stops_gracefully_and_requeues_the_running_job(
     await refused.wait_response(timeout=10)
     assert refused.ephemeral
     fake.fail_next("PATCH /webhooks/", 500)
-    accepted = await submit(fake, "a bridge --size 128x128 --steps 30 --n 1", USERS[:3])
+    accepted = await submit(fake, "a bridge --size 128x128 --steps 12 --n 1", USERS[:3])
     await fake.disconnect_gateway()
     running = await fake.wait_for_message(lambda m: "step " in m.content, timeout=60)
     started = time.monotonic()

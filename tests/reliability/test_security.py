@@ -3,6 +3,7 @@ and SQL in a prompt is only text. (Pickled weights: `test_process`.)"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 
@@ -136,3 +137,34 @@ def _json(text: str) -> str:
     import json
 
     return json.dumps(text, separators=(",", ":"))
+
+
+async def test_a_cancelled_running_job_stays_cancelled_across_a_stop(start_bot: StartBot) -> None:
+    """Once the member reads "cancelled", storage says so too: a stop (or crash) before the
+    GPU thread reaches its next step must not run the job again after the restart."""
+    env = await start_bot()
+    gate = env.faults.gate()
+
+    def hold_first_step(step: int, latents: torch.Tensor, batch: list[Job]) -> None:
+        if step == 0:
+            gate.hold()
+
+    env.faults.on_step = hold_first_step
+    record = await env.fake.slash("bob", "general", "imagine", {"prompt": f"bob's cat {SMALL}"})
+    await record.wait_response()
+    job = job_id(record)
+    await gate.entered.wait()
+    reply = await env.fake.slash("bob", "general", "cancel", {"job": job})
+    await reply.wait_response()
+    assert "cancelled" in reply.content
+    assert jobs(env.db_path)[job]["state"] == "cancelled"
+    # The bot stops before the GPU thread reaches its next step (and sees the cancel).
+    stopping = asyncio.create_task(env.worker.stop(grace=10))
+    await asyncio.sleep(0)
+    gate.release()
+    unfinished = await stopping
+    assert [j.id for j in unfinished] == [str(job)]
+    assert await env.storage.jobs.requeue(int(j.id) for j in unfinished) == 0
+    assert [r.id for r in await env.storage.jobs.unfinished()] == []
+    await env.bot.delivery.wait_idle()
+    assert record.message is not None and "cancelled" in record.message.content
