@@ -186,8 +186,8 @@ class Delivery:
 
     async def deliver(self, record: JobRecord, elapsed: float | None = None) -> None:
         """Post a done job's result once; later calls for the same job do nothing."""
-        if record.delivered:
-            return
+        if record.delivered or record.state is not JobState.DONE:
+            return  # e.g. cancelled while the GPU thread was finishing it
         outgoing = await self.compose(record, elapsed)
         try:
             message_id = await self._post_with_retries(record, outgoing)
