@@ -15,7 +15,6 @@ from generation.worker import JobHandle
 from tests.conftest import Faults, WorkerFactory, assert_same_image, make_job
 
 WAIT = 30.0  # seconds before a test gives up waiting on the worker
-LAG_BOUND = 0.5  # a blocking call on the loop would stall it for the whole batch (seconds)
 
 
 async def result_of(handle: JobHandle) -> JobResult:
@@ -269,9 +268,11 @@ async def test_the_event_loop_stays_responsive_while_a_long_batch_runs(
         lags.append(time.perf_counter() - started - 0.01)
     result = await result_of(handle)
 
-    assert result.elapsed > LAG_BOUND, "the job must outlast the bound, or a stall could hide"
+    # A call that blocked the loop would stall it for about the whole batch (and leave only
+    # a sample or two). Scheduling noise grows with the machine's load, as does the batch's
+    # run time, so the bound is a share of it: about 0.3 s on a quiet 2-core VM.
     assert len(lags) > 10
-    assert max(lags) < LAG_BOUND
+    assert max(lags) < result.elapsed / 4
 
 
 # Progress
