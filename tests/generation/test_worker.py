@@ -270,9 +270,9 @@ async def test_the_event_loop_stays_responsive_while_a_long_batch_runs(
 
     # A call that blocked the loop would stall it for about the whole batch (and leave only
     # a sample or two). Scheduling noise grows with the machine's load, as does the batch's
-    # run time, so the bound is a share of it: about 0.3 s on a quiet 2-core VM.
+    # run time, so the bound is 0.5 s or a quarter of the batch, whichever is larger.
     assert len(lags) > 10
-    assert max(lags) < result.elapsed / 4
+    assert max(lags) < max(0.5, result.elapsed / 4)
 
 
 # Progress
