@@ -114,7 +114,7 @@ async def test_expired_token_delivers_through_channel_despite_errors(start_bot: 
     gate.release()
     await wait_delivered(env.fake, list(records), timeout=60)
     await wait_recorded(env.db_path, list(records))
-    assert all(f.times == 0 for f in faults[:3])
+    assert all(f.times == 0 for f in faults)
     for job, record in records.items():
         message = final(env, job)
         assert message.webhook_id is None, "a result went through a dead interaction token"
