@@ -170,10 +170,12 @@ class Database:
             try:
                 await self._retrying(lambda: self._conn.execute_fetchall("BEGIN IMMEDIATE"))
                 yield self._session
+                await self._retrying(lambda: self._conn.execute_fetchall("COMMIT"))
             except BaseException:
+                # Also when COMMIT itself failed (disk full, busy): else the connection
+                # stays inside this transaction and later writes vanish with it.
                 await self._rollback()
                 raise
-            await self._retrying(lambda: self._conn.execute_fetchall("COMMIT"))
 
     async def _rollback(self) -> None:
         # Always sent: a cancelled await does not stop its statement, so a BEGIN

@@ -209,3 +209,21 @@ async def test_cancelled_transactions_leave_nothing_behind(tmp_path: Path) -> No
         await storage.jobs.create(new_job())  # the connection still works
     finally:
         await storage.close()
+
+
+async def test_a_failed_commit_rolls_back_and_later_writes_stick(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "db.sqlite3")
+    try:
+        await db.run("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+        await db.run("CREATE TABLE child (p INTEGER REFERENCES t(x) DEFERRABLE INITIALLY DEFERRED)")
+        with pytest.raises(sqlite3.IntegrityError):
+            async with db.transaction() as session:
+                await session.run("INSERT INTO child (p) VALUES (42)")  # fails at COMMIT
+        await db.run("INSERT INTO t (x) VALUES (1)")
+        async with db.transaction() as session:
+            await session.run("INSERT INTO t (x) VALUES (2)")
+        rows = await db.all("SELECT x FROM t ORDER BY x")
+        assert [r["x"] for r in rows] == [1, 2]
+        assert await db.all("SELECT * FROM child") == []
+    finally:
+        await db.close()
