@@ -36,7 +36,11 @@ def run_bot(settings: Settings) -> int:
     if settings.discord_token is None:
         print(MISSING_TOKEN, file=sys.stderr)
         return 2
-    apply_endpoints(settings.discord_api_url, settings.discord_gateway_url)
+    try:
+        apply_endpoints(settings.discord_api_url, settings.discord_gateway_url)
+    except ValueError as exc:
+        print(f"sdbot: bad setting: {exc}", file=sys.stderr)
+        return 2
     return asyncio.run(serve(settings))
 
 

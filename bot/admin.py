@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 
 from bot.errors import Refused
-from generation.flags import parse_aspect
+from generation.flags import parse_aspect, shown
 from storage.guilds import NsfwPolicy
 from storage.settings import UserDefaults
 
@@ -58,7 +58,7 @@ async def settings_command(
         changes["model"] = bot.registry.get(model).name  # UnknownModel names the choices
     if aspect is not None:
         if parse_aspect(aspect) is None:
-            raise Refused(f"aspect must look like 16:9; got {aspect!r}")
+            raise Refused(f"aspect must look like 16:9; got {shown(aspect)}")
         changes["aspect"] = aspect
     if steps is not None:
         if steps > bot.service.limits.max_steps:

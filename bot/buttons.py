@@ -143,6 +143,8 @@ async def delete(interaction: discord.Interaction, record: JobRecord, index: int
     await interaction.response.defer()
     if interaction.message is not None:
         await interaction.message.delete()
+    # The images go too: /show and Share must not bring back what was deleted.
+    await _bot(interaction).storage.images.delete_job_images(record.id)
 
 
 async def share(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
@@ -156,7 +158,9 @@ async def share(interaction: discord.Interaction, record: JobRecord, index: int)
             "this server has no showcase channel; an admin can set one with /config showcase"
         )
     await interaction.response.defer(ephemeral=True, thinking=True)
-    outgoing = await bot.delivery.compose(record)
+    outgoing = await bot.delivery.compose(record, destination=config.showcase_channel_id)
+    if outgoing.file_bytes is None:
+        raise Refused("there is nothing to share: the safety checker flagged every image")
     channel = bot.get_partial_messageable(config.showcase_channel_id)
     prompt = str(record.request.get("prompt", ""))[:1500]
     try:

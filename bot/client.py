@@ -35,6 +35,9 @@ class SdBot(discord.Client):
     ) -> None:
         intents = discord.Intents.none()
         intents.guilds = True
+        # Prompts are echoed in messages: they must not ping anyone. The result message
+        # opts in to pinging its requester.
+        options.setdefault("allowed_mentions", discord.AllowedMentions.none())
         super().__init__(intents=intents, **options)  # type: ignore[arg-type]
         self.storage = storage
         self.service = service

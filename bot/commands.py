@@ -11,7 +11,7 @@ from discord import app_commands
 
 from bot import render
 from bot.errors import Refused
-from bot.launch import launch, requester
+from bot.launch import defer_if_slow, launch, requester
 from bot.service import Lineage
 from generation.errors import InvalidRequest
 from generation.images import MAX_INIT_BYTES, inspect_image
@@ -75,7 +75,10 @@ async def imagine(
     strength: app_commands.Range[float, 0.01, 1.0] | None = None,
 ) -> None:
     bot = bot_of(interaction)
-    init, size = await _read_attachment(image)
+    reading = asyncio.ensure_future(_read_attachment(image))
+    if image is not None:
+        await defer_if_slow(interaction, reading)  # a big upload can outlast the 3 seconds
+    init, size = await reading
     config = await bot.service.guild_config(interaction.guild_id)
     options = RequestOptions(
         negative_prompt=negative,
@@ -164,12 +167,13 @@ async def history_page(
 async def show(interaction: discord.Interaction, job: app_commands.Range[int, 1, 2**62]) -> None:
     bot = bot_of(interaction)
     record = await bot.storage.jobs.get(job)
-    if record.user_id != interaction.user.id and record.guild_id != interaction.guild_id:
-        raise Refused(f"job #{job} is not from this server")
+    same_server = record.guild_id is not None and record.guild_id == interaction.guild_id
+    if record.user_id != interaction.user.id and not same_server:
+        raise Refused(f"job #{job} is neither yours nor from this server")
     if record.state.value != "done":
         raise Refused(f"job #{job} is {record.state.value}; only finished jobs can be shown")
     await interaction.response.defer(thinking=True)
-    outgoing = await bot.delivery.compose(record)
+    outgoing = await bot.delivery.compose(record, destination=interaction.channel_id)
     view = render.result_view(record.id, outgoing.count)
     files = outgoing.files()
     await interaction.followup.send(

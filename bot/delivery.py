@@ -84,7 +84,12 @@ class Delivery:
             self._follow(record, handle, request, shown), name=f"job-{record.id}"
         )
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("following %s failed", task.get_name(), exc_info=task.exception())
 
     async def wait_idle(self) -> None:
         """Wait for every delivery task (used at shutdown and in tests)."""
@@ -99,6 +104,18 @@ class Delivery:
         handle: JobHandle,
         request: GenerationRequest,
         shown: str | None = None,
+    ) -> None:
+        try:
+            await self._see_through(record, handle, request, shown)
+        finally:
+            self.attachment_limits.pop(record.id, None)
+
+    async def _see_through(
+        self,
+        record: JobRecord,
+        handle: JobHandle,
+        request: GenerationRequest,
+        shown: str | None,
     ) -> None:
         progress_task = asyncio.create_task(self._show_progress(record, handle, request, shown))
         try:
@@ -121,7 +138,7 @@ class Delivery:
         finally:
             progress_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await progress_task
+                await progress_task  # never raises otherwise: progress is best effort
         try:
             await self._store_result(record, result)
         except Exception as exc:  # a full disk, say: tell the member rather than go quiet
@@ -132,8 +149,6 @@ class Delivery:
             await self.deliver(await self.storage.jobs.get(record.id), result.elapsed)
         except Exception:
             log.exception("delivering job %s failed", record.id)
-        finally:
-            self.attachment_limits.pop(record.id, None)
 
     async def _show_progress(
         self,
@@ -141,6 +156,18 @@ class Delivery:
         handle: JobHandle,
         request: GenerationRequest,
         shown: str | None = None,
+    ) -> None:
+        try:
+            await self._edit_while_waiting(record, handle, request, shown)
+        except Exception:  # a busy database, say: the job itself goes on regardless
+            log.warning("progress display for job %s stopped", record.id, exc_info=True)
+
+    async def _edit_while_waiting(
+        self,
+        record: JobRecord,
+        handle: JobHandle,
+        request: GenerationRequest,
+        shown: str | None,
     ) -> None:
         last_edit = float("-inf")
         marked_running = False
@@ -210,15 +237,18 @@ class Delivery:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def compose(self, record: JobRecord, elapsed: float | None = None) -> Outgoing:
-        """The result message of a done job, from the stored images and the guild's policy."""
+    async def compose(
+        self, record: JobRecord, elapsed: float | None = None, *, destination: int | None = None
+    ) -> Outgoing:
+        """The result message of a done job, from the stored images and the guild's policy,
+        for the channel it goes to (the job's own unless `destination` says otherwise)."""
         request = GenerationRequest.from_dict(record.request)
         images = await self.storage.images.for_job(record.id)
         datas = [await self.storage.images.read(record.id, i.index) for i in images]
         flagged = [i.nsfw for i in images]
         config = await self.storage.guilds.get(record.guild_id) if record.guild_id else None
         policy = config.nsfw_policy if config else NsfwPolicy.WITHHOLD
-        age_restricted = await self._age_restricted(record.channel_id)
+        age_restricted = await self._age_restricted(destination or record.channel_id)
         spoiler = any(flagged) and (policy is NsfwPolicy.SPOILER or age_restricted)
         keep = [
             d

@@ -34,4 +34,6 @@ async def keep_tidy(
             )
         except StorageError as exc:
             log.warning("housekeeping failed: %s", exc)
+        except Exception:  # an unreadable image folder, say: try again next round
+            log.exception("housekeeping failed")
         await asyncio.sleep(every)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 
@@ -60,13 +60,7 @@ async def launch(
     bot: SdBot = interaction.client  # type: ignore[assignment]
     who = requester(interaction)
     task = asyncio.create_task(bot.service.accept(who, request, lineage, origin(interaction)))
-    done, _ = await asyncio.wait({task}, timeout=ACK_WITHIN)
-    deferred = not done
-    if deferred:
-        try:
-            await interaction.response.defer(thinking=True)
-        except discord.HTTPException as exc:  # too late (10062): still follow the job below
-            log.warning("could not defer interaction %s: %s", interaction.id, exc)
+    deferred = await defer_if_slow(interaction, task)
     try:
         accepted = await task
     except Exception as exc:
@@ -103,6 +97,21 @@ async def launch(
     if warning:
         await _quiet_followup(interaction, f"⚠️ {warning}")
     return accepted
+
+
+async def defer_if_slow(interaction: discord.Interaction, task: asyncio.Future[Any]) -> bool:
+    """Defer (publicly, "thinking") unless `task` ends before the acknowledgement budget,
+    counted from the interaction's creation. True if the interaction is deferred."""
+    if not interaction.response.is_done():
+        age = (discord.utils.utcnow() - interaction.created_at).total_seconds()
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, ACK_WITHIN - age))
+        if done:
+            return False
+        try:
+            await interaction.response.defer(thinking=True)
+        except discord.HTTPException as exc:  # too late (10062): the caller goes on
+            log.warning("could not defer interaction %s: %s", interaction.id, exc)
+    return interaction.response.is_done()
 
 
 async def _quiet_followup(interaction: discord.Interaction, text: str) -> None:

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from bot.errors import Refused
-from generation.errors import QueueFull
 from generation.jobs import Job
 from generation.models import ModelRegistry
 from generation.request import GenerationRequest, Limits, RequestOptions
@@ -120,7 +119,7 @@ class JobService:
         config = await self.guild_config(who.guild_id)
         self.check_policy(config, who, request)
         async with self._accept_lock:  # check-then-act on the queue and the quota
-            self._check_queue_room(who)
+            self.worker.check_room(str(who.user_id))
             stored = await self.storage.accept(
                 self._new_job(who, request, lineage, origin), request.count, who.role_ids
             )
@@ -132,21 +131,6 @@ class JobService:
                 await self.storage.limits.refund_job(record.id)
                 raise
         return Accepted(record, handle, request)
-
-    def _check_queue_room(self, who: Requester) -> None:
-        queue = self.worker.queue
-        mine = sum(1 for job in queue if job.user == str(who.user_id))
-        if mine >= queue.max_per_user:
-            raise QueueFull(
-                f"you already have {mine} jobs waiting; the limit is {queue.max_per_user} "
-                "per member. Wait for one to finish or /cancel one.",
-                per_user=True,
-            )
-        if len(queue) >= queue.max_size:
-            raise QueueFull(
-                f"the queue is full ({len(queue)} of {queue.max_size} jobs); try again shortly.",
-                per_user=False,
-            )
 
     @staticmethod
     def _new_job(

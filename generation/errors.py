@@ -29,7 +29,8 @@ class UnknownModel(InvalidRequest):
     """The request named a model that is not configured."""
 
     def __init__(self, name: str, known: list[str]) -> None:
-        super().__init__("model", f"model must be one of {', '.join(known)}; got {name!r}")
+        shown = name if len(name) <= 40 else name[:39] + "…"
+        super().__init__("model", f"model must be one of {', '.join(known)}; got {shown!r}")
         self.name = name
 
 

@@ -45,25 +45,29 @@ class FairQueue:
     def push(self, job: Job, *, force: bool = False) -> int:
         """Add `job`; return its 1-based position. Raise `QueueFull` when over a bound,
         unless `force` (jobs recovered after a restart were accepted already)."""
+        if not force:
+            self.check_room(job.user)
         lane = self._users.get(job.user)
-        if force:
-            pass
-        elif lane is not None and len(lane) >= self.max_per_user:
-            raise QueueFull(
-                f"you already have {len(lane)} jobs waiting; the limit is "
-                f"{self.max_per_user} per member. Wait for one to finish or /cancel one.",
-                per_user=True,
-            )
-        elif self._size >= self.max_size:
-            raise QueueFull(
-                f"the queue is full ({self._size} of {self.max_size} jobs); try again shortly.",
-                per_user=False,
-            )
         if lane is None:
             lane = self._users[job.user] = deque()
         lane.append(job)
         self._size += 1
         return self.position(job.id) or self._size
+
+    def check_room(self, user: str) -> None:
+        """Raise `QueueFull` (naming the bound) if `user` could not add a job now."""
+        lane = self._users.get(user)
+        if lane is not None and len(lane) >= self.max_per_user:
+            raise QueueFull(
+                f"you already have {len(lane)} jobs waiting; the limit is "
+                f"{self.max_per_user} per member. Wait for one to finish or /cancel one.",
+                per_user=True,
+            )
+        if self._size >= self.max_size:
+            raise QueueFull(
+                f"the queue is full ({self._size} of {self.max_size} jobs); try again shortly.",
+                per_user=False,
+            )
 
     def position(self, job_id: str) -> int | None:
         """1-based position of a waiting job, or None."""

@@ -11,6 +11,7 @@ import gc
 import io
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -376,5 +377,10 @@ def _as_job_failure(exc: BaseException, request: GenerationRequest) -> BaseExcep
             f"out of GPU memory at {request.width}x{request.height} with {request.count} "
             "image(s); try fewer images or a smaller size"
         )
-    log.error("job failed in the pipeline", exc_info=exc)
-    return JobFailed(f"the pipeline failed: {type(exc).__name__}: {str(exc)[:200]}")
+    reference = secrets.token_hex(4)
+    log.error("job failed in the pipeline (reference %s)", reference, exc_info=exc)
+    # Exception texts can hold server paths and internals: the user gets a reference.
+    return JobFailed(
+        f"the pipeline failed ({type(exc).__name__}); the admin can find it in the log "
+        f"under reference {reference}"
+    )

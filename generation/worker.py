@@ -122,6 +122,12 @@ class GenerationWorker:
         self._wakeup.set()
         return handle
 
+    def check_room(self, user: str) -> None:
+        """Raise `QueueFull` or `WorkerStopped` if `user` could not submit a job now."""
+        if not self._accepting:
+            raise WorkerStopped("sdbot is not accepting new jobs right now (restarting)")
+        self.queue.check_room(user)
+
     def handle(self, job_id: str) -> JobHandle | None:
         return self._handles.get(job_id)
 
