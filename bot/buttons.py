@@ -95,6 +95,7 @@ def _check_pixels(interaction: discord.Interaction, width: int, height: int) -> 
 
 async def upscale(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
     parent = _check_done(record, index)
+    _bot(interaction).registry.get(parent.model)  # still configured? UnknownModel says which
     width, height = parent.width * 2, parent.height * 2
     _check_pixels(interaction, width, height)
     image = await _bot(interaction).storage.images.read(record.id, index)
@@ -112,6 +113,7 @@ async def upscale(interaction: discord.Interaction, record: JobRecord, index: in
 
 async def vary(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
     parent = _check_done(record, index)
+    _bot(interaction).registry.get(parent.model)
     image = await _bot(interaction).storage.images.read(record.id, index)
     request = parent.with_changes(
         kind=Kind.VARIATION,
@@ -124,6 +126,9 @@ async def vary(interaction: discord.Interaction, record: JobRecord, index: int) 
 
 async def reroll(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
     request = _request(record).with_changes(seed=random.randrange(2**32))
+    _bot(interaction).registry.get(request.model)  # still configured? UnknownModel says which
+    if request.kind.needs_image and request.init_image is None:
+        raise Refused(f"job #{record.id}'s input image has expired; start a new /imagine")
     await launch(interaction, request, Lineage(Action.REROLL, record.id))
 
 

@@ -122,7 +122,9 @@ class Delivery:
             result = await handle.result
         except WorkerStopped:  # stays queued in storage: the next start runs it again
             text = f"**#{record.id}** ⏸ sdbot is restarting; this job stays queued and runs after."
-            if (await self.storage.jobs.get(record.id)).state is JobState.CANCELLED:
+            if (
+                await self.storage.jobs.get(record.id, with_image=False)
+            ).state is JobState.CANCELLED:
                 text = f"**#{record.id}** cancelled."
             await self._edit_progress(record, text, clear=True)
             return
@@ -146,7 +148,9 @@ class Delivery:
             await self.fail(record, f"the result could not be saved ({type(exc).__name__})")
             return
         try:
-            await self.deliver(await self.storage.jobs.get(record.id), result.elapsed)
+            await self.deliver(
+                await self.storage.jobs.get(record.id, with_image=False), result.elapsed
+            )
         except Exception:
             log.exception("delivering job %s failed", record.id)
 
@@ -325,7 +329,7 @@ class Delivery:
         clear: bool = False,
     ) -> None:
         """Best effort: a progress edit that fails is logged, never fatal."""
-        record = await self.storage.jobs.get(record.id)
+        record = await self.storage.jobs.get(record.id, with_image=False)
         if record.progress_message_id is None:
             return
         view = render.result_view(record.id, 0, finished=False) if cancel_button else None

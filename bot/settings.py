@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     max_pixels: int = Field(default=1024 * 1024, ge=64 * 64, alias="SDBOT_MAX_PIXELS")
     max_count: int = Field(default=4, ge=1, le=4, alias="SDBOT_MAX_COUNT")
     max_batch: int = Field(default=8, ge=1, le=64, alias="SDBOT_MAX_BATCH")
-    queue_size: int = Field(default=100, ge=1, alias="SDBOT_QUEUE_SIZE")
+    queue_size: int = Field(default=100, ge=1, le=1000, alias="SDBOT_QUEUE_SIZE")
     max_queued_per_user: int = Field(default=3, ge=1, alias="SDBOT_MAX_QUEUED_PER_USER")
     progress_interval: float = Field(default=1.5, ge=0.2, le=30, alias="SDBOT_PROGRESS_INTERVAL")
 

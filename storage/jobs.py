@@ -127,13 +127,12 @@ class JobStore:
         # One INSERT is atomic on its own: no explicit transaction needed.
         return await insert_job(self._db, new, self._now(now))
 
-    async def get(self, job_id: int) -> JobRecord:
-        """The job with its init image; raises JobNotFound."""
+    async def get(self, job_id: int, *, with_image: bool = True) -> JobRecord:
+        """The job, with its init image unless `with_image` is False; raises JobNotFound."""
         if not 0 < job_id <= MAX_ROW_ID:  # SQLite would raise OverflowError past 2**63 - 1
             raise JobNotFound(job_id)
-        row = await self._db.one(
-            f"SELECT {JOB_COLUMNS_WITH_IMAGE} FROM jobs WHERE id = ?", (job_id,)
-        )
+        columns = JOB_COLUMNS_WITH_IMAGE if with_image else JOB_COLUMNS
+        row = await self._db.one(f"SELECT {columns} FROM jobs WHERE id = ?", (job_id,))
         if row is None:
             raise JobNotFound(job_id)
         return job_from_row(row)
