@@ -30,9 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # At DEBUG these print request URLs and gateway payloads, which carry interaction
-    # tokens (each one can post as the bot for 15 minutes): never below INFO.
-    for noisy in ("discord.http", "discord.webhook", "discord.gateway", "discord.client"):
+    # At DEBUG these print request URLs, gateway payloads and SQL parameters, which carry
+    # interaction tokens (each one can post as the bot for 15 minutes): never below INFO.
+    noisy_loggers = ("discord.http", "discord.webhook", "discord.gateway", "discord.client")
+    for noisy in (*noisy_loggers, "aiosqlite"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     command = args.command or "run"
     try:
