@@ -154,6 +154,9 @@ async def test_sigterm_stops_gracefully_and_requeues_the_running_job(
     for process in (first, second):
         assert_no_secret(process.log(), fake.token, process.log_path.name)
     assert_no_secret((data / "sdbot.sqlite3").read_bytes().decode("latin-1"), fake.token, "db")
+    # Interaction tokens (each can post as the bot for 15 minutes) stay out of logs too.
+    for interaction in fake.interactions:
+        assert interaction.token not in first.log() + second.log()
 
 
 # -- refusing to start -----------------------------------------------------------------------
