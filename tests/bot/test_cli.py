@@ -65,6 +65,7 @@ async def test_the_bot_token_never_reaches_the_logs(
     start_bot: BotStarter, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="aiosqlite")  # main() above raised it to INFO
     env = await start_bot()
     progress = await reply(await env.imagine("alice", f"a secret garden {SMALL}"))
     await env.result(job_id_of(progress))
