@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
+from bot.commands import model_autocomplete
 from bot.errors import Refused
 from generation.flags import parse_aspect, shown
 from storage.guilds import NsfwPolicy
@@ -80,12 +81,7 @@ async def settings_command(
     )
 
 
-@settings_command.autocomplete("model")
-async def _model_choices(
-    interaction: discord.Interaction, current: str
-) -> list[app_commands.Choice[str]]:
-    names = _bot(interaction).registry.names()
-    return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n][:25]
+settings_command.autocomplete("model")(model_autocomplete)
 
 
 @app_commands.command(name="stats", description="Your usage and the images you have left")
@@ -119,6 +115,10 @@ config_group = app_commands.Group(
     guild_only=True,
     default_permissions=discord.Permissions(manage_guild=True),
 )
+
+
+def _toggled(ids: frozenset[int], item: int, present: bool) -> frozenset[int]:
+    return ids | {item} if present else ids - {item}
 
 
 def _require_manager(interaction: discord.Interaction) -> int:
@@ -173,8 +173,7 @@ async def config_channel(
 ) -> None:
     guild_id = _require_manager(interaction)
     store = _bot(interaction).storage.guilds
-    channels = set((await store.get(guild_id)).allowed_channel_ids)
-    (channels.add if allowed else channels.discard)(channel.id)
+    channels = _toggled((await store.get(guild_id)).allowed_channel_ids, channel.id, allowed)
     await store.update(guild_id, allowed_channel_ids=channels)
     await _reply_config(interaction, guild_id, "Channels updated.")
 
@@ -232,7 +231,6 @@ async def config_limits(
 async def config_exempt(interaction: discord.Interaction, role: discord.Role, exempt: bool) -> None:
     guild_id = _require_manager(interaction)
     store = _bot(interaction).storage.guilds
-    roles = set((await store.get(guild_id)).exempt_role_ids)
-    (roles.add if exempt else roles.discard)(role.id)
+    roles = _toggled((await store.get(guild_id)).exempt_role_ids, role.id, exempt)
     await store.update(guild_id, exempt_role_ids=roles)
     await _reply_config(interaction, guild_id, "Exempt roles updated.")
