@@ -8,7 +8,6 @@ Progress and results come back with `loop.call_soon_threadsafe`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -170,8 +169,7 @@ class GenerationWorker:
         self.runner.stop_event.set()
         self._wakeup.set()
         if self._task is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), grace)
+            await asyncio.wait({self._task}, timeout=grace)  # never raises, never cancels it
         if self._encoding:
             await asyncio.wait(set(self._encoding), timeout=grace)
         unfinished = [job for job in self._running if job.id in self._handles]

@@ -352,3 +352,18 @@ async def test_stop_interrupts_the_running_batch_and_returns_unfinished_jobs(
     assert steps == [0]  # the batch was interrupted, not finished
     with pytest.raises(WorkerStopped):
         worker.submit(make_job("late", "dave"))
+
+
+async def test_a_second_stop_after_a_timed_out_one_returns_quietly(
+    start_worker: WorkerFactory, faults: Faults
+) -> None:
+    worker = await start_worker()
+    gate = faults.gate()  # holds the GPU thread past the first stop's grace
+    faults.on_step = lambda _step, _latents, _jobs: gate.hold()
+    worker.submit(make_job("slow", "alice", steps=4))
+    await arrived(gate.entered)
+
+    unfinished = await worker.stop(grace=0.1)
+    assert [job.id for job in unfinished] == ["slow"]
+    gate.release()
+    assert await worker.stop(grace=WAIT) == []
