@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -14,7 +15,6 @@ from bot.errors import reply_error
 from bot.service import JobService
 from generation.models import ModelRegistry
 from storage import Storage
-from storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class SdBot(discord.Client):
         progress_interval: float = 1.5,
         dev_guild_id: int | None = None,
         clock: Callable[[], float] = time.time,
+        redelivery_interval: float = 300.0,
         **options: object,
     ) -> None:
         intents = discord.Intents.none()
@@ -48,6 +49,8 @@ class SdBot(discord.Client):
         self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
         self.delivery = Delivery(self, storage, progress_interval=progress_interval, clock=clock)
         self.ready_once = False
+        self.redelivery_interval = redelivery_interval
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         from bot.buttons import ResultButton, register_history_buttons
@@ -67,23 +70,30 @@ class SdBot(discord.Client):
                 "synced %d global commands (Discord may take a while to show them)", len(synced)
             )
         await self.recover()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="redelivery")
 
     async def recover(self) -> None:
         """Re-queue jobs a crash left unfinished and post results never delivered."""
-        for record in await self.storage.jobs.undelivered():
-            log.info("re-posting the result of job %s", record.id)
-            try:
-                await self.delivery.deliver(record)
-            except Exception as exc:  # one bad job must not keep the bot from starting
-                log.exception("could not re-post the result of job %s", record.id)
-                if isinstance(exc, StorageError):  # its images are gone: say so, stop trying
-                    await self.storage.jobs.mark_undeliverable(record.id, str(exc))
+        await self.delivery.sweep()
         unfinished = await self.storage.jobs.unfinished()
         for record in unfinished:
             handle = self.service.resubmit(record)
             self.delivery.follow(record, handle, handle.job.request)
         if unfinished:
             log.info("re-queued %d unfinished jobs", len(unfinished))
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.redelivery_interval)
+            try:
+                await self.delivery.sweep()
+            except Exception:  # a busy database, say: next round
+                log.exception("the redelivery sweep failed")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await super().close()
 
     async def on_ready(self) -> None:
         if not self.ready_once:

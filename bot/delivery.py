@@ -25,6 +25,7 @@ from generation.output import fit_under, make_grid
 from generation.request import GenerationRequest
 from generation.worker import JobHandle
 from storage import Storage
+from storage.errors import StorageError
 from storage.guilds import NsfwPolicy
 from storage.records import JobRecord, JobState
 
@@ -71,6 +72,7 @@ class Delivery:
         self.clock = clock
         self.attachment_limits: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._following: set[int] = set()  # job ids a task is seeing through
 
     def follow(
         self,
@@ -80,6 +82,7 @@ class Delivery:
         shown: str | None = None,
     ) -> None:
         """Follow the job to its result; `shown` is the progress text already on screen."""
+        self._following.add(record.id)
         task = asyncio.create_task(
             self._follow(record, handle, request, shown), name=f"job-{record.id}"
         )
@@ -109,6 +112,24 @@ class Delivery:
             await self._see_through(record, handle, request, shown)
         finally:
             self.attachment_limits.pop(record.id, None)
+            self._following.discard(record.id)
+
+    async def sweep(self) -> int:
+        """Post done results never delivered (a crash, or a Discord outage that outlasted
+        the retries), except those a task is still seeing through. How many went out."""
+        posted = 0
+        for record in await self.storage.jobs.undelivered():
+            if record.id in self._following:
+                continue
+            log.info("posting the undelivered result of job %s", record.id)
+            try:
+                await self.deliver(record)
+                posted += 1
+            except Exception as exc:  # one bad job must not stop the others
+                log.exception("could not post the result of job %s", record.id)
+                if isinstance(exc, StorageError):  # its images are gone: say so, stop trying
+                    await self.storage.jobs.mark_undeliverable(record.id, str(exc))
+        return posted
 
     async def _see_through(
         self,

@@ -152,6 +152,7 @@ class BotStarter:
         limits: Limits | None = None,
         progress_interval: float = 0.2,
         worker: GenerationWorker | None = None,
+        redelivery_interval: float = 300.0,
         **worker_options: Any,
     ) -> BotEnv:
         if fake is None:
@@ -178,6 +179,7 @@ class BotStarter:
                 progress_interval=progress_interval,
                 dev_guild_id=fake.guild.id,
                 clock=self._clock,
+                redelivery_interval=redelivery_interval,
                 guild_ready_timeout=0.05,
             )
             await stack.enter_async_context(run_client(bot, fake))
