@@ -25,11 +25,12 @@ async def keep_tidy(
             pruned = await storage.limits.prune()
             log.info(
                 "housekeeping: %d images expired (%d bytes), %d kept (%d bytes); "
-                "%d old quota rows pruned",
+                "%d stray temporary files and %d old quota rows removed",
                 report.removed,
                 report.removed_bytes,
                 report.kept,
                 report.kept_bytes,
+                report.stray_temps,
                 pruned,
             )
         except StorageError as exc:

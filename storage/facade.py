@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -10,6 +12,7 @@ from types import TracebackType
 
 from storage.database import Clock, Database
 from storage.errors import DatabaseUnavailable
+from storage.files import remove_stray_temps
 from storage.guilds import GuildConfigStore
 from storage.images import ImageStore, RetentionReport
 from storage.jobs import JobStore, insert_job
@@ -19,6 +22,7 @@ from storage.settings import UserSettingsStore
 
 DATABASE_NAME = "sdbot.sqlite3"
 IMAGES_DIR_NAME = "images"
+STRAY_TEMP_AGE = 3600.0  # a temporary image file this old belongs to no live write
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,11 @@ class Storage:
         )
         if max_age is not None:
             await self.jobs.drop_init_images(finished_before=stamp - max_age)
-        return report
+        # File times are wall-clock times, whatever clock the database was given.
+        strays = await asyncio.to_thread(
+            remove_stray_temps, self.images.root, time.time() - STRAY_TEMP_AGE
+        )
+        return dataclasses.replace(report, stray_temps=strays)
 
     async def close(self) -> None:
         await self.db.close()

@@ -44,6 +44,18 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def remove_stray_temps(root: Path, older_than: float) -> int:
+    """Remove temporary files a killed `write_atomic` left behind (`.NAME.*.tmp`), if
+    last touched before `older_than` (epoch seconds); return how many went."""
+    removed = 0
+    for path in root.rglob(".*.tmp"):
+        with suppress(FileNotFoundError):
+            if path.stat().st_mtime < older_than:
+                path.unlink()
+                removed += 1
+    return removed
+
+
 def remove_files(paths: Iterable[Path]) -> int:
     """Remove each file; return how many were already gone."""
     missing = 0

@@ -54,6 +54,7 @@ class RetentionReport:
     kept: int
     kept_bytes: int
     already_missing: int
+    stray_temps: int = 0  # half-written files a killed process left, removed
 
 
 def _from_row(row: sqlite3.Row) -> ImageRecord:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,18 @@ async def test_delete_job_images(storage: Storage) -> None:
     assert await storage.images.delete_job_images(job_id) == 3
     assert await storage.images.for_job(job_id) == []
     assert not _files(storage.images.root)
+
+
+async def test_retention_removes_temp_files_a_killed_write_left(storage: Storage) -> None:
+    folder = storage.images.root / "000000"
+    folder.mkdir(parents=True, exist_ok=True)
+    stale, fresh = folder / ".1-0.png.abc.tmp", folder / ".2-0.png.def.tmp"
+    stale.write_bytes(b"half an image")
+    fresh.write_bytes(b"a write in progress")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+
+    report = await storage.enforce_retention()
+
+    assert report.stray_temps == 1
+    assert not stale.exists() and fresh.exists()
