@@ -187,11 +187,11 @@ def _model_plan(p: Profile, cuda: bool, requests: int, quick: bool) -> list[Expe
     images = (2 if xl else 4) if cuda else max(1, min(2, requests))
     baseline = _experiment(p, "baseline", Setup(dtype="fp16"), images, 25 if xl else 12)
     if xl:  # SDXL costs ~8x SD 1.5 per image: its baseline and sdbot's best, no ladder
-        best_xl = Setup(channels_last=True, fused_qkv=True, max_batch=8, vae_slicing=True)
+        best_xl = Setup(fused_qkv=True, max_batch=8, vae_slicing=True)
         burst = max(2, requests // 4) if cuda else requests
         sdbot = _experiment(p, "sdbot", best_xl, burst, 45)
         return [baseline, sdbot] if quick else [baseline, _vae(p), sdbot]
-    best = Setup(channels_last=True, fused_qkv=True, max_batch=BEST)
+    best = Setup(fused_qkv=True, max_batch=BEST)  # sdbot's CUDA defaults
     if quick:
         return [baseline, _experiment(p, "sdbot", best, requests, 14)]
     small = max(2, requests // 4)
@@ -224,7 +224,7 @@ def _vae(p: Profile) -> Experiment:
 
 
 def _compile_plan(p: Profile, requests: int) -> list[Experiment]:
-    compiled = Setup(channels_last=True, fused_qkv=True, max_batch=BEST, compile_unet=True)
+    compiled = Setup(fused_qkv=True, max_batch=BEST, compile_unet=True)
     return [
         _experiment(p, "sdbot", replace(compiled, compile_vae=True), requests, 150, sweep=True),
         _experiment(p, "sdbot", compiled, requests, 60, sweep=True,

@@ -107,8 +107,8 @@ async def test_nsfw_policy_decides_what_flagged_images_become(
     channel: str,
     shown: str | None,
 ) -> None:
-    def everything_flagged(model: object, images: list[object], arrays: np.ndarray) -> list[bool]:
-        return [True] * len(images)
+    def everything_flagged(model: object, pixels: tuple[np.ndarray, ...]) -> tuple[bool, ...]:
+        return (True,) * len(pixels)
 
     monkeypatch.setattr("generation.runner._safety_flags", everything_flagged)
     env = await start_bot()
