@@ -31,7 +31,6 @@ from storage.records import JobRecord, JobState
 
 log = logging.getLogger(__name__)
 
-TOKEN_LIFE = 15 * 60
 TOKEN_MARGIN = 60  # stop using a token this long before Discord does
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 # Waits before posting a result again after a server error discord.py did not retry
@@ -330,9 +329,10 @@ class Delivery:
     # -- the progress message ---------------------------------------------------------
 
     def _token_usable(self, record: JobRecord) -> bool:
-        if record.interaction_token is None or record.interaction_created_at is None:
+        expires = record.interaction_expires_at
+        if record.interaction_token is None or expires is None:
             return False
-        return self.clock() < record.interaction_created_at + TOKEN_LIFE - TOKEN_MARGIN
+        return self.clock() < expires - TOKEN_MARGIN
 
     def _webhook(self, record: JobRecord) -> discord.Webhook:
         assert record.interaction_token is not None and self.client.application_id is not None

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from bot.errors import Refused
@@ -71,14 +69,11 @@ class JobService:
         worker: GenerationWorker,
         registry: ModelRegistry,
         limits: Limits,
-        *,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
         self.worker = worker
         self.registry = registry
         self.limits = limits
-        self.clock = clock
         self._accept_lock = asyncio.Lock()
 
     async def guild_config(self, guild_id: int | None) -> GuildConfig | None:

@@ -75,11 +75,3 @@ class Settings(BaseSettings):
         return Limits(
             max_steps=self.max_steps, max_pixels=self.max_pixels, max_count=self.max_count
         )
-
-    @property
-    def database_path(self) -> Path:
-        return self.data_dir / "sdbot.sqlite3"
-
-    @property
-    def images_dir(self) -> Path:
-        return self.data_dir / "images"

@@ -61,9 +61,3 @@ def _check_header(fmt: str | None, size: tuple[int, int], max_pixels: int) -> No
         raise InvalidRequest(
             "image", f"image size must be between 8x8 and {max_pixels} pixels; got {width}x{height}"
         )
-
-
-def decode_image(data: bytes) -> Image.Image:
-    """Decode a checked image into RGB (call `inspect_image` first)."""
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")

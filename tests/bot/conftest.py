@@ -169,9 +169,7 @@ class BotStarter:
             stack.push_async_callback(storage.close)
             if worker is None:
                 worker = await self._start_worker(**worker_options)
-            service = JobService(
-                storage, worker, self._registry, limits or Limits(), clock=self._clock
-            )
+            service = JobService(storage, worker, self._registry, limits or Limits())
             bot = SdBot(
                 storage=storage,
                 service=service,

@@ -52,7 +52,7 @@ async def test_rate_limit_refusal_says_when_in_discord_time(start_bot: BotStarte
     found = re.search(r"the next frees <t:(\d+):R>", text)
     assert found is not None, text
     assert "1 images per hour" in text
-    expected = env.bot.clock() + 3600
+    expected = env.bot.delivery.clock() + 3600
     assert abs(int(found[1]) - expected) < 60
 
 

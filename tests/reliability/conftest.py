@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from bot.service import JobService
 from generation.request import Limits
 from generation.worker import GenerationWorker
 from storage import Storage
+from tests.bot.conftest import FakeClock
 from tests.conftest import Faults, WorkerFactory
 from tests.reliability.support import lost_jobs
 from tests.support.fake_discord import FakeDiscord, run_client
@@ -29,19 +29,6 @@ def new_token() -> str:
     return f"MTA{secrets.token_urlsafe(21)}.{secrets.token_urlsafe(4)}.{secrets.token_urlsafe(28)}"
 
 
-class Clock:
-    """Wall clock plus an offset the test moves; shared by the fake and the bot."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-
 @dataclass
 class BotEnv:
     fake: FakeDiscord
@@ -49,7 +36,7 @@ class BotEnv:
     storage: Storage
     worker: GenerationWorker
     data_dir: Path
-    clock: Clock
+    clock: FakeClock
     faults: Faults
 
     @property
@@ -82,7 +69,7 @@ async def start_bot(
         prepare: Callable[[FakeDiscord, Path], Awaitable[None]] | None = None,
         **worker_options: Any,
     ) -> BotEnv:
-        clock = Clock()
+        clock = FakeClock()
         fake = await stack.enter_async_context(FakeDiscord(token=new_token(), clock=clock))
         data_dir = tmp_path / "data"
         if prepare is not None:  # e.g. leave jobs in the database, as a crash would
@@ -96,7 +83,7 @@ async def start_bot(
         )
         stack.push_async_callback(storage.close)
         worker = await start_worker(**worker_options)
-        service = JobService(storage, worker, tiny_registry, limits or Limits(), clock=clock)
+        service = JobService(storage, worker, tiny_registry, limits or Limits())
         bot = SdBot(
             storage=storage,
             service=service,
