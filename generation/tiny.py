@@ -110,3 +110,45 @@ def build_tiny_pipeline() -> Any:
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def build_tiny_safety_checker() -> tuple[Any, Any]:
+    """A random-weight `StableDiffusionSafetyChecker` and the standard CLIP image processor.
+
+    The checker has SD's architecture at toy size (a two-layer CLIP vision tower on 224x224
+    inputs in 7x7 patches); the processor has the stock config that SD 1.5 ships (shortest
+    edge 224, bicubic, center crop 224, CLIP mean and std). Built on the CPU in fp32 with no
+    download, identically on every machine. Its concept embeddings keep diffusers' initial
+    values (all ones, thresholds of one), so it flags nothing until a test aims
+    `concept_embeds` (or lowers `concept_embeds_weights`) at the images it wants flagged.
+    """
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": 514,
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "max_position_embeddings": 77,
+            "bos_token_id": 512,
+            "eos_token_id": 513,
+            "pad_token_id": 513,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "image_size": 224,
+            "patch_size": 32,
+        },
+        projection_dim=32,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        checker = StableDiffusionSafetyChecker(config).eval()
+    return checker, CLIPImageProcessor()
