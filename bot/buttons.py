@@ -3,6 +3,7 @@ so every button works after a restart (`DynamicItem` + `Client.add_dynamic_items
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,8 @@ import discord
 from bot.errors import Refused, reply_error
 from bot.launch import launch, requester
 from bot.service import Lineage
-from generation.request import GenerationRequest, Kind, RequestOptions
+from generation.errors import InvalidRequest
+from generation.request import GenerationRequest, Kind, Limits, RequestOptions
 from generation.validation import build_request
 from storage.records import Action, JobRecord, JobState
 
@@ -84,20 +86,78 @@ def _check_done(record: JobRecord, index: int) -> GenerationRequest:
     return request
 
 
-def _check_pixels(interaction: discord.Interaction, width: int, height: int) -> None:
-    limit = _bot(interaction).service.limits.max_pixels
-    if width * height > limit:
-        raise Refused(
-            f"the upscaled image would be {width}x{height} ({width * height} pixels); "
-            f"this bot's limit is {limit} pixels"
-        )
+async def _current_limits(interaction: discord.Interaction) -> Limits:
+    """The limits that apply here now: the bot's, narrowed by this server's /config."""
+    bot = _bot(interaction)
+    return bot.service.limits_for(await bot.service.guild_config(interaction.guild_id))
+
+
+def _as_options(request: GenerationRequest) -> RequestOptions:
+    """Every setting of `request` given explicitly, so that `build_request` keeps each one
+    and checks it again."""
+    return RequestOptions(
+        negative_prompt=request.negative_prompt,
+        width=request.width,
+        height=request.height,
+        steps=request.steps,
+        guidance=request.guidance,
+        seed=request.seed,
+        count=request.count,
+        model=request.model,
+        scheduler=request.scheduler,
+        strength=request.strength if request.kind.needs_image else None,
+    )
+
+
+def _validated(
+    prompt: str, options: RequestOptions, parent: GenerationRequest, limits: Limits, bot: SdBot
+) -> GenerationRequest:
+    """A request made from a stored job, through the same `build_request` as /imagine."""
+    return build_request(
+        prompt,
+        options,
+        defaults=RequestOptions(),  # the job's settings, never the clicker's saved ones
+        registry=bot.registry,
+        limits=limits,
+        kind=parent.kind,
+        init_image=parent.init_image,
+        init_size=(parent.width, parent.height),
+    )
+
+
+def _recheck(
+    interaction: discord.Interaction,
+    record: JobRecord,
+    request: GenerationRequest,
+    limits: Limits,
+) -> GenerationRequest:
+    """`request`, job `record`'s with the button's changes, checked against the rules that
+    hold now: since the job was made, an admin may have lowered the server's max steps
+    (/config limits) and the bot's owner may have removed its model or changed a limit.
+    Nothing is recorded or reserved before this passes."""
+    try:
+        return _validated(request.prompt, _as_options(request), request, limits, _bot(interaction))
+    except InvalidRequest as exc:
+        raise InvalidRequest(
+            exc.rule,
+            f"{exc} (this button repeats job #{record.id}'s settings, which are no longer "
+            "allowed here; start a new /imagine)",
+        ) from exc
 
 
 async def upscale(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
     parent = _check_done(record, index)
-    _bot(interaction).registry.get(parent.model)  # still configured? UnknownModel says which
+    # Upscaling doubles the size by design, so the size is not the one /imagine would pick,
+    # but it must still fit the pixel limit (and every other size rule), and the parent's
+    # steps must fit the current max steps: the admin's rule is per request, whatever it is.
+    # The count is always 1, within any limit.
     width, height = parent.width * 2, parent.height * 2
-    _check_pixels(interaction, width, height)
+    limits = await _current_limits(interaction)
+    if width * height > limits.max_pixels:
+        raise Refused(
+            f"the upscaled image would be {width}x{height} ({width * height} pixels); "
+            f"this bot's limit is {limits.max_pixels} pixels"
+        )
     image = await _bot(interaction).storage.images.read(record.id, index)
     request = parent.with_changes(
         kind=Kind.UPSCALE,
@@ -108,12 +168,13 @@ async def upscale(interaction: discord.Interaction, record: JobRecord, index: in
         strength=UPSCALE_STRENGTH,
         init_image=image,
     )
+    request = _recheck(interaction, record, request, limits)
     await launch(interaction, request, Lineage(Action.UPSCALE, record.id, index))
 
 
 async def vary(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
     parent = _check_done(record, index)
-    _bot(interaction).registry.get(parent.model)
+    limits = await _current_limits(interaction)
     image = await _bot(interaction).storage.images.read(record.id, index)
     request = parent.with_changes(
         kind=Kind.VARIATION,
@@ -121,14 +182,15 @@ async def vary(interaction: discord.Interaction, record: JobRecord, index: int) 
         strength=VARIATION_STRENGTH,
         init_image=image,
     )
+    request = _recheck(interaction, record, request, limits)
     await launch(interaction, request, Lineage(Action.VARIATION, record.id, index))
 
 
 async def reroll(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
     request = _request(record).with_changes(seed=random.randrange(2**32))
-    _bot(interaction).registry.get(request.model)  # still configured? UnknownModel says which
     if request.kind.needs_image and request.init_image is None:
         raise Refused(f"job #{record.id}'s input image has expired; start a new /imagine")
+    request = _recheck(interaction, record, request, await _current_limits(interaction))
     await launch(interaction, request, Lineage(Action.REROLL, record.id))
 
 
@@ -254,30 +316,11 @@ def _form_values(components: list[Any]) -> dict[str, str]:
 async def _remix(
     interaction: discord.Interaction, record: JobRecord, prompt: str, negative: str
 ) -> None:
-    bot = _bot(interaction)
     parent = _request(record)
-    config = await bot.service.guild_config(interaction.guild_id)
-    options = RequestOptions(
-        negative_prompt=negative,
-        width=parent.width,
-        height=parent.height,
-        steps=parent.steps,
-        guidance=parent.guidance,
-        count=parent.count,
-        model=parent.model,
-        scheduler=parent.scheduler,
-        strength=parent.strength if parent.kind.needs_image else None,
-    )
-    request = build_request(
-        prompt,
-        options,
-        defaults=RequestOptions(),
-        registry=bot.registry,
-        limits=bot.service.limits_for(config),
-        kind=parent.kind,
-        init_image=parent.init_image,
-        init_size=(parent.width, parent.height),
-    )
+    # The parent's settings, a new seed; flags in the new prompt override any of them.
+    options = dataclasses.replace(_as_options(parent), negative_prompt=negative, seed=None)
+    limits = await _current_limits(interaction)
+    request = _validated(prompt, options, parent, limits, _bot(interaction))
     await launch(interaction, request, Lineage(Action.REMIX, record.id))
 
 

@@ -62,11 +62,40 @@ async def reply_error(interaction: discord.Interaction, error: BaseException) ->
         message = f"❌ something went wrong on our side (reference `{reference}`); tell the admin."
     try:
         if interaction.response.is_done():
+            await _withdraw_public_thinking(interaction)
             await interaction.followup.send(message, ephemeral=True)
         else:
             await interaction.response.send_message(message, ephemeral=True)
     except discord.HTTPException as exc:
         log.warning("could not send an error reply: %s", exc)
+
+
+async def _withdraw_public_thinking(interaction: discord.Interaction) -> None:
+    """Take down a public "thinking" message, so that the reply after it stays private.
+
+    Discord's first followup after a deferred response replaces the "thinking" message and
+    keeps its visibility (the ephemeral flag is ignored): sent that way, one member's
+    refusal would show to the whole channel. Once that message is deleted, a followup is a
+    new message with its own flags. Only a message still "thinking" is touched; a progress
+    message the deferred response already became stays.
+    """
+    if interaction.response.type is not discord.InteractionResponseType.deferred_channel_message:
+        return  # answered with a message, or a silent defer of a component's own message
+    try:
+        original = await interaction.original_response()
+    except discord.ClientException:  # its channel is unknown to discord.py: leave it
+        return
+    if original.flags.ephemeral or not original.flags.loading:
+        return
+    try:
+        await interaction.delete_original_response()
+        return
+    except discord.NotFound:
+        return  # already gone
+    except discord.HTTPException as exc:
+        log.warning("could not delete the thinking message of %s: %s", _describe(interaction), exc)
+    # Edited to a line that names no one's request, it is no longer the placeholder either.
+    await interaction.edit_original_response(content="This request was not started.")
 
 
 def _describe(interaction: discord.Interaction) -> str:

@@ -66,7 +66,7 @@ async def launch(
     except Exception as exc:
         if not deferred:
             raise  # the one error handler answers ephemerally
-        await reply_error(interaction, exc)  # replaces "thinking"; logs the unexpected
+        await reply_error(interaction, exc)  # takes "thinking" down; logs the unexpected
         return None
     record = accepted.record
     progress = accepted.handle.latest  # the worker's position and ETA, or a later phase
@@ -101,7 +101,10 @@ async def launch(
 
 async def defer_if_slow(interaction: discord.Interaction, task: asyncio.Future[Any]) -> bool:
     """Defer (publicly, "thinking") unless `task` ends before the acknowledgement budget,
-    counted from the interaction's creation. True if the interaction is deferred."""
+    counted from the interaction's creation. True if the interaction is deferred.
+
+    A refusal after this defer stays private: `reply_error` takes the "thinking" down first.
+    """
     if not interaction.response.is_done():
         age = (discord.utils.utcnow() - interaction.created_at).total_seconds()
         done, _ = await asyncio.wait({task}, timeout=max(0.0, ACK_WITHIN - age))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from generation.request import Limits
 from storage import Action, JobState
 from tests.bot.conftest import SMALL, BotEnv, BotStarter, job_id_of
 from tests.bot.test_commands import ephemeral_text, fields, reply
@@ -206,3 +207,52 @@ async def test_two_members_remix_the_same_job(start_bot: BotStarter) -> None:
     assert result.embeds[0]["description"] == "a blue boat"
     job = await env.storage.jobs.get(job_id_of(result))
     assert job.user_id == env.fake.user("alice").id
+
+
+async def refused_click(env: BotEnv, user: str, message: FakeMessage, custom_id: str) -> str:
+    """A click that must be refused privately, leaving no job, no quota used, nothing queued."""
+    who, guild = env.fake.user(user).id, env.fake.guild.id
+    jobs, used = await env.job_count(), (await env.storage.limits.usage(who, guild)).hour_used
+    public = len([m for m in env.fake.messages("general") if not m.ephemeral])
+    text = await ephemeral_text(await env.fake.click(user, message, custom_id))
+    assert await env.job_count() == jobs, f"a refused click recorded a job: {text!r}"
+    assert (await env.storage.limits.usage(who, guild)).hour_used == used
+    snapshot = env.worker.snapshot()
+    assert not snapshot.waiting and not snapshot.running
+    assert len([m for m in env.fake.messages("general") if not m.ephemeral]) == public
+    return text
+
+
+async def test_buttons_obey_the_servers_limits_of_now(start_bot: BotStarter) -> None:
+    env = await start_bot()
+    parent = await finished_job(env, "three steps --size 64x64 --steps 3 --n 2")
+    parent_id = job_id_of(parent)
+    await reply(await env.fake.slash("admin", "general", "config limits", {"max_steps": 2}))
+
+    for button in (f"reroll:{parent_id}:0", f"vary:{parent_id}:0", f"upscale:{parent_id}:1"):
+        text = await refused_click(env, "bob", parent, f"sdbot:{button}")
+        assert "steps must be between 1 and 2, got 3" in text, (button, text)
+        assert f"repeats job #{parent_id}'s settings" in text and "/imagine" in text
+
+    await reply(await env.fake.slash("admin", "general", "config limits", {"max_steps": 0}))
+    rerolled = await child_result(
+        env, await env.fake.click("bob", parent, f"sdbot:reroll:{parent_id}:0")
+    )
+    assert fields(rerolled)["Steps"] == "3"
+
+
+async def test_buttons_obey_the_bots_limits_after_a_restart(start_bot: BotStarter) -> None:
+    before = await start_bot()
+    parent = await finished_job(before, "two moons --size 64x64 --steps 2 --n 2")
+    parent_id = job_id_of(parent)
+    await before.stop()
+
+    env = await start_bot(fake=before.fake, data_dir=before.data_dir, limits=Limits(max_count=1))
+    for button in (f"reroll:{parent_id}:0", f"vary:{parent_id}:1"):
+        text = await refused_click(env, "alice", parent, f"sdbot:{button}")
+        assert "count must be between 1 and 1, got 2" in text, (button, text)
+    # An upscale makes one image whatever the job had: the count limit cannot refuse it.
+    upscaled = await child_result(
+        env, await env.fake.click("alice", parent, f"sdbot:upscale:{parent_id}:1")
+    )
+    assert upscaled.attachments[0].image_size() == (128, 128)

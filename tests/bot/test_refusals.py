@@ -11,7 +11,8 @@ import pytest
 
 from tests.bot.conftest import SMALL, BotEnv, BotStarter, job_id_of
 from tests.bot.test_commands import ephemeral_text, reply
-from tests.conftest import Faults
+from tests.conftest import Faults, image_png
+from tests.support.fake_discord import InteractionRecord
 
 
 async def refused(env: BotEnv, user: str, prompt: str, **options: object) -> str:
@@ -112,16 +113,60 @@ async def test_an_unexpected_error_in_a_button_gets_a_reference(
     assert "sdbot:reroll" in logged.getMessage()
 
 
-async def test_errors_after_a_defer_still_name_the_rule_or_get_a_reference(
+async def private_after_defer(env: BotEnv, record: InteractionRecord) -> str:
+    """The refusal that followed a public defer: the "thinking" message (which the whole
+    channel saw) is taken down without ever showing it, and the refusal is a new message only
+    the member sees."""
+    await record.wait_response()
+    assert record.deferred and not record.ephemeral, "the defer was public"
+    answer = await record.wait_followup()
+    thinking = record.message
+    assert thinking is not None and thinking.deleted and not thinking.edits
+    assert answer is not thinking and answer.ephemeral, answer.content
+    public = [m.content for m in env.fake.messages("general") if not m.ephemeral]
+    assert answer.content not in public
+    assert not record.errors, record.errors
+    return answer.content
+
+
+async def test_refusals_after_a_public_defer_stay_private(
+    start_bot: BotStarter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = await start_bot(images_per_hour=1)
+    monkeypatch.setattr("bot.launch.ACK_WITHIN", 0.0)  # accepting "takes" longer than 2 s
+    await reply(await env.fake.slash("admin", "general", "config banned-words", {"add": "ogre"}))
+
+    banned = await private_after_defer(env, await env.imagine("alice", f"an ogre {SMALL}"))
+    assert "'ogre'" in banned and "bans" in banned
+    greedy = await private_after_defer(env, await env.imagine("alice", "two cats --n 2 --steps 2"))
+    assert "1 images per hour" in greedy and "asks for 2" in greedy
+    # A slow upload defers before validation: its refusal goes through the one error handler.
+    upload = env.fake.upload(image_png(64, 64), "photo.png")
+    invalid = await private_after_defer(
+        env, await env.imagine("alice", "a cat", image=upload, steps=500)
+    )
+    assert "steps must be between 1 and 60, got 500" in invalid
+    # If Discord will not delete it, the "thinking" message gets a line that names nothing.
+    env.fake.fail_next("DELETE /webhooks/", status=403, code=50013)
+    kept = await env.imagine("alice", f"an ogre again {SMALL}")
+    answer = await kept.wait_followup()
+    assert answer.ephemeral and "'ogre'" in answer.content
+    assert kept.message is not None and not kept.message.deleted
+    assert kept.message.content == "This request was not started."
+    assert await env.job_count() == 0
+    quota = await env.storage.limits.usage(env.fake.user("alice").id, env.fake.guild.id)
+    assert quota.hour_used == 0
+
+    accepted = await env.imagine("alice", f"a cat {SMALL}")  # the defer still becomes progress
+    progress = await reply(accepted)
+    assert not progress.deleted and not progress.ephemeral and job_id_of(progress) == 1
+
+
+async def test_errors_after_a_defer_still_get_a_reference(
     start_bot: BotStarter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     env = await start_bot()
-    monkeypatch.setattr("bot.launch.ACK_WITHIN", 0.0)  # accepting "takes" longer than 2 s
-    await reply(await env.fake.slash("admin", "general", "config banned-words", {"add": "ogre"}))
-    record = await env.imagine("alice", f"an ogre {SMALL}")
-    refusal = await reply(record)
-    assert record.deferred and "'ogre'" in refusal.content
-    assert await env.job_count() == 0
+    monkeypatch.setattr("bot.launch.ACK_WITHIN", 0.0)
 
     async def broken(*args: object) -> None:
         await asyncio.sleep(0.05)
@@ -129,10 +174,10 @@ async def test_errors_after_a_defer_still_name_the_rule_or_get_a_reference(
 
     monkeypatch.setattr(env.bot.service, "accept", broken)
     with caplog.at_level(logging.ERROR, logger="bot.errors"):
-        record = await env.imagine("alice", f"a troll {SMALL}")
-        failed = await reply(record)
-    assert record.deferred
-    reference = re.search(r"reference `([0-9a-f]{8})`", failed.content)
-    assert reference is not None, failed.content
+        failed = await private_after_defer(env, await env.imagine("alice", f"a troll {SMALL}"))
+    reference = re.search(r"reference `([0-9a-f]{8})`", failed)
+    assert reference is not None, failed
+    assert "accept broke" not in failed
     (logged,) = [r for r in caplog.records if reference[1] in r.getMessage()]
     assert logged.exc_info is not None and logged.exc_info[0] is RuntimeError
+    assert "/imagine" in logged.getMessage()

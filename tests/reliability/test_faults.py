@@ -309,13 +309,20 @@ async def test_button_whose_image_file_is_gone(start_bot: StartBot) -> None:
         replies.append(await env.fake.click("alice", message, custom_id))
     replies.append(await env.fake.slash("alice", "general", "show", {"job": job}))
     for reply in replies:
-        await reply.wait_message(lambda m: not m.loading, timeout=10)
-        text = reply.message.content if reply.message else ""
-        if reply.followups:
-            text = reply.followups[-1].content
+        answer = await env.fake.wait_until(lambda r=reply: _answer(r), timeout=10)
+        text = answer.content
+        assert answer.ephemeral, text
         assert f"image 1 of job {job} is not available" in text, text
         assert str(env.data_dir) not in text, "a server path leaked to the user"
     assert row_counts(env.db_path) == before
+
+
+def _answer(reply: InteractionRecord) -> FakeMessage | None:
+    """The last message an interaction answered with, once it is not "thinking". (/show
+    defers publicly: its "thinking" message is deleted and a refusal follows privately.)"""
+    if reply.followups:
+        return reply.followups[-1]
+    return reply.message if reply.message and not reply.message.loading else None
 
 
 async def test_start_with_an_undeliverable_recovered_job(start_bot: StartBot) -> None:

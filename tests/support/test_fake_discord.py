@@ -186,6 +186,13 @@ class MiniBot(discord.Client):
                 assert isinstance(interaction.channel, discord.TextChannel)
                 await interaction.channel.send("via bot token")
 
+        @tree.command(description="Defers publicly, then answers privately")
+        async def private(interaction: discord.Interaction, retract: bool) -> None:
+            await interaction.response.defer(thinking=True)
+            if retract:
+                await interaction.delete_original_response()
+            await interaction.followup.send("only for you", ephemeral=True)
+
         @tree.command(description="Ephemeral pong")
         async def ping(interaction: discord.Interaction) -> None:
             await interaction.response.send_message("pong", ephemeral=True)
@@ -336,6 +343,22 @@ async def test_slash_defer_then_followup_with_file(fake: FakeDiscord, bot: MiniB
     assert message.attachments[0].filename == "grid.png"
     assert message.file() == PNG and message.attachments[0].image_size() == (2, 1)
     assert fake.messages("art") == [message]
+
+
+async def test_first_followup_after_a_defer_keeps_its_visibility_unless_deleted(
+    fake: FakeDiscord, bot: MiniBot
+) -> None:
+    kept = await fake.slash("alice", "art", "private", {"retract": False})
+    replaced = await kept.wait_followup()
+    # The ephemeral flag is ignored: the public "thinking" message is edited in place.
+    assert replaced is kept.message and not replaced.ephemeral and not replaced.deleted
+
+    retracted = await fake.slash("alice", "art", "private", {"retract": True})
+    answer = await retracted.wait_followup()
+    assert retracted.message is not None and retracted.message.deleted
+    assert answer is not retracted.message and answer.ephemeral
+    assert answer.content == "only for you" and not retracted.errors
+    assert retracted.message.content == "" and not retracted.message.edits
 
 
 async def test_slash_attachment_option_is_downloadable(fake: FakeDiscord, bot: MiniBot) -> None:

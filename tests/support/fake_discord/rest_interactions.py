@@ -6,7 +6,8 @@ The rules enforced here are the ones bots get wrong:
 - the token works for `token_lifetime` (15 min) after dispatch, then 401 50027;
 - webhook use before any callback is 404 10015;
 - after a deferred (type 5) response the first followup *replaces* the "thinking" message
-  (and keeps the defer's ephemerality), exactly as Discord does.
+  (and keeps the defer's ephemerality), exactly as Discord does; once that message is
+  deleted (`DELETE .../messages/@original`), a followup is a new message with its own flags.
 """
 
 from __future__ import annotations
@@ -260,7 +261,12 @@ class InteractionRoutes:
             body = await read_body(request)
             original = record.message
             self.state.writer.validate(body.payload, body.uploads, creating=True)
-            if record.response_type == DEFERRED_CHANNEL_MESSAGE and original and original.loading:
+            if (
+                record.response_type == DEFERRED_CHANNEL_MESSAGE
+                and original is not None
+                and original.loading
+                and not original.deleted
+            ):
                 message = await self._edit(original, body.payload, body.uploads)
             else:
                 message = await self._create(record, body.payload, body.uploads)
