@@ -17,7 +17,7 @@ from typing import Any
 
 from generation.errors import JobCancelled, WorkerStopped
 from generation.jobs import Job, JobResult, Phase, Progress
-from generation.queue import FairQueue
+from generation.queue import DEFAULT_MAX_SKIPS, FairQueue
 from generation.runner import BatchRunner, Decoded, Outcome, encode_result
 
 log = logging.getLogger(__name__)
@@ -77,10 +77,13 @@ class GenerationWorker:
         max_batch: int = 8,
         queue_size: int = 100,
         max_per_user: int = 3,
+        max_skips: int = DEFAULT_MAX_SKIPS,
     ) -> None:
+        """`max_skips`: how many batches for the resident model may run ahead of a job
+        that is next in turn but needs another model (see `generation.queue`)."""
         self.runner = runner
         self.max_batch = max_batch
-        self.queue = FairQueue(queue_size, max_per_user)
+        self.queue = FairQueue(queue_size, max_per_user, max_images=max_batch, max_skips=max_skips)
         self._handles: dict[str, JobHandle] = {}
         self._running: list[Job] = []
         self._running_started = 0.0
@@ -100,6 +103,7 @@ class GenerationWorker:
         self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sdbot-encode")
         if preload is not None:
             await self._loop.run_in_executor(self._executor, self.runner.ensure_model, preload)
+        self.queue.resident = self._resident_model()
         self._accepting = True
         self._task = asyncio.create_task(self._dispatch(), name="sdbot-dispatch")
 
@@ -148,11 +152,8 @@ class GenerationWorker:
         return self.queue.position(job_id)
 
     def snapshot(self) -> QueueSnapshot:
-        waiting = tuple(
-            (job, position, self._eta(position)) for position, job in enumerate(self.queue, start=1)
-        )
         return QueueSnapshot(
-            tuple(self._running), waiting, self.runner.timer.seconds_per_image_step
+            tuple(self._running), tuple(self._waiting()), self.runner.timer.seconds_per_image_step
         )
 
     def tokenizer(self, model: str) -> Any:
@@ -186,7 +187,9 @@ class GenerationWorker:
     async def _dispatch(self) -> None:
         assert self._loop is not None and self._executor is not None
         while not self.runner.stop_event.is_set():
-            batch = self.queue.pop_batch(self.max_batch)
+            # Between batches the GPU thread is idle, so what it holds is exact here.
+            self.queue.resident = self._resident_model()
+            batch = self.queue.pop_batch()
             if not batch:
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -240,27 +243,36 @@ class GenerationWorker:
             handle.publish(progress)
 
     def _publish_positions(self) -> None:
-        for position, job in enumerate(self.queue, start=1):
+        for job, position, eta in self._waiting():
             handle = self._handles[job.id]
-            handle.publish(
-                Progress(job.id, Phase.QUEUED, position=position, eta=self._eta(position))
-            )
+            handle.publish(Progress(job.id, Phase.QUEUED, position=position, eta=eta))
 
-    def _eta(self, position: int) -> float | None:
-        """Seconds until a job at `position` starts, from measured step times."""
+    def _waiting(self) -> list[tuple[Job, int, float | None]]:
+        """Waiting jobs in the order they will run, with 1-based positions and the seconds
+        until each starts (None until a batch has been timed).
+
+        The order is the queue's replay of its own policy, model preference included.
+        The estimate adds up the measured step time of the work ahead; it leaves out
+        model loads (the runner does not time them) and assumes nothing else arrives.
+        """
         per_step = self.runner.timer.seconds_per_image_step
         if per_step is None:
-            return None
-        remaining = 0.0
+            return [(job, position, None) for position, job in enumerate(self.queue, start=1)]
+        ahead = 0.0
         if self._running:
             work = sum(j.request.count * j.request.steps for j in self._running) * per_step
-            remaining = max(0.0, work - (time.monotonic() - self._running_started))
-        ahead = 0.0
-        for index, job in enumerate(self.queue, start=1):
-            if index >= position:
-                break
+            ahead = max(0.0, work - (time.monotonic() - self._running_started))
+        waiting: list[tuple[Job, int, float | None]] = []
+        for position, job in enumerate(self.queue, start=1):
+            waiting.append((job, position, ahead))
             ahead += job.request.count * job.request.steps * per_step
-        return remaining + ahead
+        return waiting
+
+    def _resident_model(self) -> str | None:
+        """The name of the model on the GPU. The runner belongs to the GPU thread, but one
+        attribute read from the loop is safe: exact between batches, a hint during one."""
+        model = self.runner.model
+        return model.spec.name if model is not None else None
 
     def _close(self, job_id: str, outcome: Outcome) -> None:
         handle = self._handles.pop(job_id, None)

@@ -1,5 +1,5 @@
-"""GenerationWorker on the tiny model: batching, fairness, cancel, faults, progress,
-a responsive event loop, and shutdown."""
+"""GenerationWorker on the tiny model: batching, fairness, model switches, cancel, faults,
+progress, a responsive event loop, and shutdown."""
 
 from __future__ import annotations
 
@@ -11,8 +11,17 @@ import torch
 
 from generation.errors import JobCancelled, JobFailed, WorkerStopped
 from generation.jobs import Job, JobResult, Phase, Progress
-from generation.worker import JobHandle
-from tests.conftest import Faults, WorkerFactory, assert_same_image, make_job
+from generation.loader import LoadedModel, Placement
+from generation.models import ModelRegistry, ModelSpec, parse_model_entry
+from generation.worker import GenerationWorker, JobHandle
+from tests.conftest import (
+    Faults,
+    ModelCache,
+    RunnerFactory,
+    WorkerFactory,
+    assert_same_image,
+    make_job,
+)
 
 WAIT = 30.0  # seconds before a test gives up waiting on the worker
 
@@ -110,6 +119,50 @@ async def test_one_members_backlog_does_not_starve_another(
         await result_of(handle)
 
     assert faults.batches == [["busy"], ["a1"], ["b1"], ["a2"], ["a3"], ["a4"], ["a5"]]
+
+
+# Model switches
+
+
+async def test_members_alternating_two_models_cause_few_loads_and_bounded_waits(
+    make_runner: RunnerFactory, model_cache: ModelCache, faults: Faults
+) -> None:
+    # Two names for the tiny model: two models as far as the runner is concerned.
+    registry = ModelRegistry([parse_model_entry("tiny"), parse_model_entry("other=tiny")])
+    loads: list[str] = []
+
+    def loader(spec: ModelSpec, placement: Placement) -> LoadedModel:
+        loads.append(spec.name)
+        return model_cache(spec, placement)
+
+    gate = faults.gate()
+    faults.on_batch = lambda jobs: gate.hold() if jobs[0].id == "busy" else None
+    runner = make_runner(registry=registry, loader=loader)
+    worker = GenerationWorker(runner, max_batch=1, max_per_user=10, max_skips=2)
+    await worker.start(preload="tiny")
+    try:
+        busy = worker.submit(make_job("busy", "zoe"))
+        await arrived(gate.entered)
+        handles = []
+        for n in range(1, 7):  # alice and bob take turns, on different models
+            handles.append(worker.submit(make_job(f"a{n}", "alice", seed=n)))
+            handles.append(worker.submit(make_job(f"b{n}", "bob", seed=n, model="other")))
+        published = {h.job.id: h.latest.position for h in handles}
+        gate.release()
+        for handle in [busy, *handles]:
+            await result_of(handle)
+    finally:
+        faults.release_all()
+        await worker.stop(grace=WAIT)
+
+    ran = [job_id for [job_id] in faults.batches[1:]]
+    # Strict turns would run a1 b1 a2 b2 ...: a load for every batch, 11 after a1. Now
+    # b1, a4 and b4, each next in turn with the other model loaded, are passed over
+    # twice (max_skips) and then run.
+    assert ran == ["a1", "a2", "a3", "b1", "b2", "b3", "a4", "a5", "a6", "b4", "b5", "b6"]
+    assert loads == ["tiny", "other", "tiny", "other"]  # the preload, then three switches
+    # The positions members were shown are the order the jobs ran in.
+    assert published == {job_id: position for position, job_id in enumerate(ran, start=1)}
 
 
 # Cancel
