@@ -62,12 +62,14 @@ STARTED = time.monotonic()
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import io
 import logging
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
@@ -91,13 +93,15 @@ from bench.gpu_models import (
     image_tflop,
     profile_for,
 )
+from generation.compiled import CompilePlan, compiled_graphs
 from generation.errors import JobFailed
-from generation.jobs import Job, JobResult
-from generation.loader import LoadedModel, Placement, _place
+from generation.jobs import Job
+from generation.loader import LoadedModel, Placement, _place, compile_model
 from generation.models import FAMILIES, ModelRegistry, ModelSpec
+from generation.phases import BatchPhases
 from generation.preview import preview_images
 from generation.request import GenerationRequest
-from generation.runner import BatchRunner, Outcome
+from generation.runner import BatchRunner, DecodedOutcome
 from generation.worker import GenerationWorker, JobHandle
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -126,6 +130,7 @@ class Setup:
     low_vram: bool = False
     vae_tiling: bool = False
     vae_slicing: bool = False
+    cache: str = "compiled"  # compiled rows: the inductor cache folder's name in this run
 
 
 @dataclass(frozen=True)
@@ -162,12 +167,15 @@ class Row:
     comparable: bool = True  # False: a part of the pipeline alone, no "speed vs baseline"
 
 
-def build_plan(models: Sequence[str], cuda: bool, requests: int, quick: bool) -> list[Experiment]:
+def build_plan(
+    models: Sequence[str], cuda: bool, requests: int, quick: bool, compile_only: bool = False
+) -> list[Experiment]:
     """Every model's cheap rows first, then torch.compile (the costly part) last."""
     plan: list[Experiment] = []
-    for key in models:
-        plan += _model_plan(profile_for(key, cuda), cuda, requests, quick)
-    if not quick:
+    if not compile_only:
+        for key in models:
+            plan += _model_plan(profile_for(key, cuda), cuda, requests, quick)
+    if not quick or compile_only:
         for key in models:
             if key != "sdxl":
                 plan += _compile_plan(profile_for(key, cuda), requests)
@@ -233,18 +241,16 @@ def _vae(p: Profile) -> Experiment:
 
 
 def _compile_plan(p: Profile, requests: int) -> list[Experiment]:
-    compiled = Setup(fused_qkv=True, max_batch=BEST, compile_unet=True)
+    """sdbot's SDBOT_COMPILE path: the UNet and VAE compiled for the burst's two buckets
+    while the model loads, from an empty cache; a restart (a new process) compiling from
+    that cache; then the UNet alone, into another empty cache (this process's in-memory
+    caches stay warm, so its compile time flatters it)."""
+    both = Setup(fused_qkv=True, max_batch=BEST, compile_unet=True, compile_vae=True)
+    unet_only = replace(both, compile_vae=False, cache="unet-only")
     return [
-        _experiment(p, "sdbot", replace(compiled, compile_vae=True), requests, 150, sweep=True),
-        _experiment(
-            p,
-            "sdbot",
-            compiled,
-            requests,
-            60,
-            sweep=True,
-            tag="compile caches warm from the row above",
-        ),
+        _experiment(p, "sdbot", both, requests, 240, sweep=True, tag="empty compile cache"),
+        _experiment(p, "restart", both, requests, 90, tag="restart, compile cache warm"),
+        _experiment(p, "sdbot", unet_only, requests, 150, sweep=True, tag="empty compile cache"),
     ]
 
 
@@ -469,8 +475,8 @@ def run_vae(exp: Experiment, device: Device, deadline: float | None) -> list[Row
 @dataclass
 class BatchTiming:
     images: int
-    seconds: float  # all of BatchRunner.run: pipeline, PNG encoding, grids, checks
-    pipeline_s: float | None  # the pipeline call alone
+    seconds: float  # all of the GPU thread's turn: pipeline, conversion, checks
+    phases: BatchPhases | None  # the pipeline call by phase, on the device's clock
 
 
 class TimedRunner(BatchRunner):
@@ -480,34 +486,36 @@ class TimedRunner(BatchRunner):
         super().__init__(*args, **kwargs)
         self.batches: list[BatchTiming] = []
 
-    def run(
+    def run_decoded(
         self,
         jobs: list[Job],
         publish: Callable[[str, Any], None],
         is_cancelled: Callable[[str], bool],
-    ) -> dict[str, Outcome]:
+    ) -> dict[str, DecodedOutcome]:
         began = time.perf_counter()
-        outcomes = super().run(jobs, publish, is_cancelled)
-        pipeline = next((o.elapsed for o in outcomes.values() if isinstance(o, JobResult)), None)
+        self.phases = None
+        outcomes = super().run_decoded(jobs, publish, is_cancelled)
         images = sum(job.request.count for job in jobs)
-        self.batches.append(BatchTiming(images, time.perf_counter() - began, pipeline))
+        self.batches.append(BatchTiming(images, time.perf_counter() - began, self.phases))
         return outcomes
 
 
 @dataclass
 class RandomWeightLoader:
     """The runner's loader: a random-weight pipeline placed by sdbot's own `_place`
-    (device or CPU offload, VAE tiling, channels_last), plus the switches sdbot's
-    Placement does not have yet (fused QKV, VAE slicing, compile with dynamic shapes)."""
+    (device or CPU offload, VAE tiling, channels_last) and compiled by sdbot's own
+    `compile_model` (the row's buckets, warmed at the row's largest batch), plus the
+    switches sdbot's Placement does not have (fused QKV off, VAE slicing)."""
 
-    model: str
+    profile: Profile
     setup: Setup
-    compile_mode: str
+    compiling: Compiling
     seconds: float = 0.0
+    compile_s: float | None = None
 
     def __call__(self, spec: ModelSpec, placement: Placement) -> LoadedModel:
         began = time.perf_counter()
-        pipe = build_pipeline(self.model, placement.device, placement.dtype)
+        pipe = build_pipeline(self.profile.key, placement.device, placement.dtype)
         if not self.setup.sdpa:
             classic_attention(pipe)
         if self.setup.fused_qkv:
@@ -515,32 +523,100 @@ class RandomWeightLoader:
         _place(pipe, placement)
         if self.setup.vae_slicing:
             pipe.vae.enable_slicing()
-        # dynamic=True: one graph serves every batch size and both buckets (only a
-        # batch of one is specialised), where static shapes would recompile per batch.
-        if self.setup.compile_unet or self.setup.compile_vae:
-            _independent_dims()
-        if self.setup.compile_unet:
-            pipe.unet = torch.compile(pipe.unet, mode=self.compile_mode, dynamic=True)
-        if self.setup.compile_vae:
-            pipe.vae.decode = torch.compile(pipe.vae.decode, mode=self.compile_mode, dynamic=True)
         self.seconds = time.perf_counter() - began
+        if self.setup.compile_unet:
+            use_compile_cache(self.setup.cache)
+            plan = compile_plan(self.profile, self.setup, self.compiling)
+            self.compile_s = compile_model(pipe, plan)
         return LoadedModel(spec, placement, txt2img=pipe, img2img=pipe)
 
 
-def _independent_dims() -> None:
-    """Trace height and width as separate sizes: by default a square first bucket makes
-    dynamo assume height == width, and every other bucket then recompiles."""
-    with contextlib.suppress(ImportError, AttributeError):
-        import torch.fx.experimental._config as fx_config
+@dataclass(frozen=True)
+class Compiling:
+    """torch.compile's mode and backend for the compiled rows ("eager": dynamo without
+    code generation, for a quick CPU check of the path)."""
 
-        fx_config.use_duck_shape = False
+    mode: str = "default"
+    backend: str = "inductor"
 
 
-def _compiled_graphs() -> int:
-    """Graphs dynamo has compiled in this process (its own statistics counter)."""
-    from torch._dynamo.utils import counters
+def compile_plan(p: Profile, setup: Setup, compiling: Compiling) -> CompilePlan:
+    return CompilePlan(
+        tuple(p.buckets),
+        mode=None if compiling.mode == "default" else compiling.mode,
+        backend=compiling.backend,
+        vae=setup.compile_vae,
+        max_images=max(setup.max_batch, max(COUNTS)),
+    )
 
-    return int(counters["stats"]["unique_graphs"])
+
+_CACHE_ROOT: list[Path] = []
+
+
+def use_compile_cache(name: str, root: Path | None = None) -> Path:
+    """Point inductor and Triton at this run's cache folder `name` (created empty in a
+    temporary folder of the run, so the first compiled row compiles from cold)."""
+    if root is None:
+        if not _CACHE_ROOT:
+            _CACHE_ROOT.append(Path(tempfile.mkdtemp(prefix="sdbot-bench-compile-")))
+        root = _CACHE_ROOT[0]
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "inductor")
+    os.environ["TRITON_CACHE_DIR"] = str(folder / "triton")
+    return folder
+
+
+def run_restart(
+    exp: Experiment, device: Device, deadline: float | None, compiling: Compiling
+) -> list[Row]:
+    """A restart: a new process builds the model and compiles it from the cache the row
+    before it filled, as sdbot does when it starts again. Only its compile time counts."""
+    p, setup = exp.profile, exp.setup
+    folder = use_compile_cache(setup.cache)
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--restart-probe",
+        f"{p.key}:{setup.max_batch}:{int(setup.compile_vae)}",
+        "--compile-mode",
+        compiling.mode,
+        "--compile-backend",
+        compiling.backend,
+        "--device",
+        device.name,
+        "--compile-cache",
+        str(folder),
+    ]
+    timeout = None if deadline is None else max(60.0, _left(deadline))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    found = [line for line in done.stdout.splitlines() if line.startswith("compile_s=")]
+    if done.returncode != 0 or not found:
+        raise RuntimeError(f"restart probe failed: {done.stderr.strip()[-300:]}")
+    seconds = float(found[-1].removeprefix("compile_s="))
+    return [
+        Row(
+            p.label,
+            describe(exp, device),
+            warmup_s=seconds,
+            comparable=False,
+            notes=f"a new process compiling from the cache of the row above: {seconds:.0f} s",
+        )
+    ]
+
+
+def restart_probe(spec: str, device: Device, compiling: Compiling) -> int:
+    """The child of `run_restart`: build, place, compile; print the compile seconds."""
+    key, max_batch, vae = spec.split(":")
+    p = profile_for(key, device.cuda)
+    setup = Setup(
+        fused_qkv=True, max_batch=int(max_batch), compile_unet=True, compile_vae=vae == "1"
+    )
+    pipe = build_pipeline(p.key, device.name, device.dtype(setup.dtype))
+    pipe.fuse_qkv_projections()
+    pipe.to(device.name)
+    print(f"compile_s={compile_model(pipe, compile_plan(p, setup, compiling)):.2f}", flush=True)
+    return 0
 
 
 def _request(exp: Experiment, index: int, bucket: int, count: int) -> GenerationRequest:
@@ -583,11 +659,10 @@ async def _settle(handles: list[JobHandle], seconds: float | None = None) -> lis
 
 
 async def _warm_up(worker: GenerationWorker, exp: Experiment) -> float:
-    """One job at a time over the (bucket, images) shapes: compiled graphs are traced
-    with dynamic shapes, but a batch of one image is specialised, so compiled rows warm
-    both buckets with one image and with two."""
-    compiled = exp.setup.compile_unet or exp.setup.compile_vae
-    shapes = ((0, 2), (1, 1), (1, 2), (0, 1)) if compiled else ((0, 2), (1, 1))
+    """The first jobs after loading (CUDA and cuDNN start-up), one at a time over both
+    buckets, with one image and with two. A compiled row compiled its buckets while
+    loading, as sdbot does, so no graph should be compiled here."""
+    shapes = ((0, 2), (1, 1), (1, 2), (0, 1))
     began = time.perf_counter()
     for index, (bucket, count) in enumerate(shapes):
         job = Job(f"warm-{index}", "warm", _request(exp, 900 + index, bucket, count))
@@ -631,12 +706,12 @@ async def _burst(
     for the budget)."""
     runner.batches.clear()
     device.reset_peak()
-    graphs = _compiled_graphs()
+    graphs = compiled_graphs()
     began = time.perf_counter()
     handles = [worker.submit(job) for job in jobs]
     finished = await _settle(handles, None if deadline is None else max(5.0, _left(deadline)))
     seconds = time.perf_counter() - began
-    return Burst(finished, seconds, device.peak_gib(), _compiled_graphs() - graphs)
+    return Burst(finished, seconds, device.peak_gib(), compiled_graphs() - graphs)
 
 
 class PhaseClock:
@@ -652,7 +727,7 @@ class PhaseClock:
 
 
 def _sdbot_worker(
-    exp: Experiment, device: Device, compile_mode: str
+    exp: Experiment, device: Device, compiling: Compiling
 ) -> tuple[GenerationWorker, TimedRunner, RandomWeightLoader]:
     p, setup = exp.profile, exp.setup
     spec = ModelSpec(p.key, "random-weights", FAMILIES[p.family])
@@ -663,7 +738,7 @@ def _sdbot_worker(
         channels_last=setup.channels_last,
         vae_tiling=setup.vae_tiling,
     )
-    loader = RandomWeightLoader(p.key, setup, compile_mode)
+    loader = RandomWeightLoader(p, setup, compiling)
     runner = TimedRunner(ModelRegistry([spec]), placement, progress_interval=0.5, loader=loader)
     worker = GenerationWorker(
         runner, max_batch=setup.max_batch, queue_size=exp.requests + 8, max_per_user=exp.requests
@@ -671,17 +746,19 @@ def _sdbot_worker(
     return worker, runner, loader
 
 
-async def _sdbot(exp: Experiment, device: Device, deadline: float | None, compile_mode: str) -> Row:
+async def _sdbot(
+    exp: Experiment, device: Device, deadline: float | None, compiling: Compiling
+) -> Row:
     p, setup = exp.profile, exp.setup
-    worker, runner, loader = _sdbot_worker(exp, device, compile_mode)
+    worker, runner, loader = _sdbot_worker(exp, device, compiling)
     row = Row(p.label, describe(exp, device))
     phase = PhaseClock()
     try:
         await worker.start(preload=p.key)
         phase("build and place")
-        graphs = _compiled_graphs()
+        graphs = compiled_graphs()
         row.warmup_s = await _warm_up(worker, exp)
-        warm_graphs = _compiled_graphs() - graphs
+        warm_graphs = compiled_graphs() - graphs
         phase("warm-up")
         row.first_preview_s = await _first_preview(worker, exp)
         burst = await _burst(worker, runner, mixed_burst(exp), device, deadline)
@@ -690,8 +767,12 @@ async def _sdbot(exp: Experiment, device: Device, deadline: float | None, compil
         await worker.stop(grace=60)
     row.peak_gib = burst.peak_gib
     _burst_figures(row, exp, burst.finished, burst.seconds, exp.requests)
-    if setup.compile_unet or setup.compile_vae:
-        row.notes += f", graphs compiled: {warm_graphs} at warm-up, {burst.graphs} during the burst"
+    if loader.compile_s is not None:
+        row.warmup_s = (row.warmup_s or 0.0) + loader.compile_s
+        row.notes += (
+            f", compiling at load {loader.compile_s:.0f} s, graphs compiled after it: "
+            f"{warm_graphs} at warm-up, {burst.graphs} during the burst"
+        )
     width, height = p.buckets[0]
     if runner.model is not None and not setup.low_vram:
         row.unet_batch = setup.max_batch * (2 if exp.guidance > 1 else 1)
@@ -702,7 +783,7 @@ async def _sdbot(exp: Experiment, device: Device, deadline: float | None, compil
             None,
             [
                 row.notes,
-                _thread_note(runner.batches),
+                _thread_note(runner.batches, burst.seconds),
                 unet_note(row, p, width, height),
                 f"build {loader.seconds:.1f} s",
             ],
@@ -737,19 +818,28 @@ def _burst_figures(
     row.notes = ", ".join(notes)
 
 
-def _thread_note(batches: list[BatchTiming]) -> str:
-    """Batch count and size, and the GPU thread's share outside the pipeline call
-    (PNG encoding, grids, checks: the GPU idles then)."""
+def _thread_note(batches: list[BatchTiming], burst_s: float) -> str:
+    """Batches formed, and where the burst's time went, by phase on the device's clock:
+    prompt encoding and set-up, UNet steps, VAE decode, conversion and checks; "between"
+    is the rest of the burst (the GPU thread waiting for the next batch, syncs, model
+    loads), "GPU thread busy" the GPU thread's turns over the burst."""
     if not batches:
         return ""
-    total = sum(b.seconds for b in batches)
-    pipeline = sum(b.pipeline_s or 0.0 for b in batches)
     images = sum(b.images for b in batches)
-    share = (total - pipeline) / total * 100 if total else 0.0
-    return (
-        f"{len(batches)} batches of {images / len(batches):.1f} images, "
-        f"{share:.0f}% of GPU-thread time outside the pipeline"
-    )
+    note = f"{len(batches)} batches of {images / len(batches):.1f} images"
+    timed = [b.phases for b in batches if b.phases is not None]
+    if not timed or burst_s <= 0:
+        return note
+    parts = {
+        "prepare": sum(t.prepare_s for t in timed),
+        "UNet steps": sum(t.denoise_s for t in timed),
+        "VAE decode": sum(t.decode_s for t in timed),
+        "finish": sum(t.finish_s for t in timed),
+    }
+    parts["between"] = max(0.0, burst_s - sum(parts.values()))
+    shares = ", ".join(f"{name} {seconds / burst_s:.0%}" for name, seconds in parts.items())
+    busy = sum(b.seconds for b in batches) / burst_s
+    return f"{note}; burst time: {shares}; GPU thread busy {busy:.0%}"
 
 
 def describe(exp: Experiment, device: Device) -> str:
@@ -772,9 +862,9 @@ def describe(exp: Experiment, device: Device) -> str:
 
 
 def run_sdbot(
-    exp: Experiment, device: Device, deadline: float | None, compile_mode: str
+    exp: Experiment, device: Device, deadline: float | None, compiling: Compiling
 ) -> list[Row]:
-    return [asyncio.run(_sdbot(exp, device, deadline, compile_mode))]
+    return [asyncio.run(_sdbot(exp, device, deadline, compiling))]
 
 
 # -- the table ----------------------------------------------------------------------------
@@ -878,7 +968,7 @@ class Bench:
     device: Device
     plan: list[Experiment]
     deadline: float | None
-    compile_mode: str
+    compiling: Compiling
     peak_tflops: float
     out: Path | None
     rows: list[Row] = field(default_factory=list)
@@ -908,7 +998,9 @@ class Bench:
                 return run_baseline(exp, self.device, self.deadline)
             if exp.kind == "vae":
                 return run_vae(exp, self.device, self.deadline)
-            return run_sdbot(exp, self.device, self.deadline, self.compile_mode)
+            if exp.kind == "restart":
+                return run_restart(exp, self.device, self.deadline, self.compiling)
+            return run_sdbot(exp, self.device, self.deadline, self.compiling)
         except Exception as exc:
             traceback.print_exc()
             first_line = (str(exc).splitlines() or [""])[0][:160]
@@ -918,7 +1010,7 @@ class Bench:
             self.device.release()
 
     def _mode(self, exp: Experiment) -> str:
-        if exp.kind == "sdbot":
+        if exp.kind in ("sdbot", "restart"):
             return describe(exp, self.device)
         return f"{exp.kind} {exp.setup.dtype}" + ("" if exp.setup.sdpa else ", classic attention")
 
@@ -979,6 +1071,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="torch.compile mode (max-autotune costs minutes per shape)",
     )
     parser.add_argument("--peak-tflops", type=float, default=PEAK_TFLOPS)
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help='torch.compile backend ("eager" checks the compiled path quickly on a CPU)',
+    )
+    parser.add_argument("--compile-only", action="store_true", help="only the torch.compile rows")
+    parser.add_argument("--restart-probe", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--compile-cache", type=Path, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -989,6 +1089,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device.cuda and not torch.cuda.is_available():
         print("--device cuda, but torch sees no CUDA device", file=sys.stderr)
         return 2
+    if args.restart_probe is not None:
+        use_compile_cache(".", args.compile_cache)
+        return restart_probe(
+            args.restart_probe, device, Compiling(args.compile_mode, args.compile_backend)
+        )
     models = (args.models or ("sd15,sdxl" if device.cuda else "tiny")).split(",")
     unknown = [m for m in models if m not in PROFILES]
     if unknown:
@@ -998,8 +1103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_flush_denormal(True)  # random weights make denormals: 100x slower on CPUs
     requests = args.requests or (24 if device.cuda else 4)
     deadline = None if args.budget is None else STARTED + args.budget
-    plan = build_plan(models, device.cuda, requests, args.quick)
-    bench = Bench(device, plan, deadline, args.compile_mode, args.peak_tflops, args.out)
+    plan = build_plan(models, device.cuda, requests, args.quick, args.compile_only)
+    compiling = Compiling(args.compile_mode, args.compile_backend)
+    bench = Bench(device, plan, deadline, compiling, args.peak_tflops, args.out)
     estimate = sum(exp.estimate_s for exp in plan)
     print(
         f"sdbot GPU benchmark on {device.describe()}: {len(plan)} experiments, "

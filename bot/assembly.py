@@ -25,6 +25,11 @@ def make_worker(settings: Settings, registry: ModelRegistry) -> GenerationWorker
         low_vram=settings.low_vram,
         compile=settings.compile,
         channels_last=settings.channels_last,
+        compile_aspects=settings.compile_aspect_ratios,
+        max_pixels=settings.max_pixels,
+        compile_cache=settings.compile_cache,
+        # A batch holds up to max_batch images, or one job's count when that is more.
+        max_images=max(settings.max_batch, settings.max_count),
     )
     runner = BatchRunner(registry, placement, progress_interval=settings.progress_interval)
     return GenerationWorker(

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from generation.flags import parse_aspect
 from generation.request import Limits
 
 DEFAULT_MODEL = "sd15=stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -31,6 +32,7 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(default="auto", alias="SDBOT_DTYPE")
     low_vram: bool = Field(default=False, alias="SDBOT_LOW_VRAM")
     compile: bool = Field(default=False, alias="SDBOT_COMPILE")
+    compile_aspects: str = Field(default="1:1,2:3,3:2", alias="SDBOT_COMPILE_ASPECTS")
     channels_last: bool = Field(default=False, alias="SDBOT_CHANNELS_LAST")
     data_dir: Path = Field(default=Path("data"), alias="SDBOT_DATA_DIR")
 
@@ -60,6 +62,12 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("compile_aspects")
+    @classmethod
+    def _aspects_parse(cls, value: str) -> str:
+        _aspect_list(value)
+        return value
+
     @field_validator("discord_token", mode="before")
     @classmethod
     def _blank_token_is_unset(cls, value: object) -> object:
@@ -71,7 +79,28 @@ class Settings(BaseSettings):
         return [self.model, *extra]
 
     @property
+    def compile_aspect_ratios(self) -> tuple[tuple[int, int], ...]:
+        return _aspect_list(self.compile_aspects)
+
+    @property
+    def compile_cache(self) -> Path:
+        return self.data_dir / "compile-cache"
+
+    @property
     def limits(self) -> Limits:
         return Limits(
             max_steps=self.max_steps, max_pixels=self.max_pixels, max_count=self.max_count
         )
+
+
+def _aspect_list(text: str) -> tuple[tuple[int, int], ...]:
+    """`"1:1, 2:3"` -> ((1, 1), (2, 3)); ValueError naming the bad entry."""
+    ratios = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        ratio = parse_aspect(part)
+        if ratio is None:
+            raise ValueError(f"{part!r} is not an aspect ratio like 3:2 (whole numbers, 1 to 100)")
+        ratios.append(ratio)
+    if not ratios:
+        raise ValueError("give at least one aspect ratio, like 1:1")
+    return tuple(ratios)

@@ -9,6 +9,7 @@ event loop.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +17,16 @@ from typing import Any
 
 import torch
 
+from generation.compiled import CompilePlan, compile_pipeline, warm_up
 from generation.errors import ModelLoadError, UnsafeWeights
-from generation.models import PICKLE_SUFFIXES, ModelSpec, refuse_pickle
+from generation.models import PICKLE_SUFFIXES, Family, ModelSpec, refuse_pickle
+from generation.request import Limits
+from generation.safety import SafetyCheck
 
 log = logging.getLogger(__name__)
+
+# The sizes compiled when SDBOT_COMPILE is on: square, portrait and landscape.
+DEFAULT_COMPILE_ASPECTS = ((1, 1), (2, 3), (3, 2))
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -31,6 +38,9 @@ class Placement:
     CUDA defaults follow `bench/gpu.py` on an H200 (docs/PERFORMANCE.md): bf16 and
     fused QKV projections won; channels_last lost (slower UNet steps at small
     batches), so it stays a switch; torch.compile is opt-in (its warm-up is long).
+    Compilation covers the sizes of `compile_aspects` at each model's native area
+    (capped by `max_pixels`, as requests are), warmed while the model loads, with
+    its caches in `compile_cache` (see `generation.compiled`).
     """
 
     device: str = "cpu"
@@ -40,6 +50,26 @@ class Placement:
     compile: bool = False
     vae_tiling: bool = False
     fused_qkv: bool = False
+    compile_aspects: tuple[tuple[int, int], ...] = DEFAULT_COMPILE_ASPECTS
+    max_pixels: int = Limits.max_pixels
+    compile_cache: Path | None = None
+    compile_backend: str = "inductor"
+    max_images: int = 8  # the most images one pipeline call holds (compile warms it)
+
+    def compile_plan(self, family: Family) -> CompilePlan:
+        """The sizes to compile for a model of `family`: each aspect snapped as requests are."""
+        from generation.validation import snap_aspect
+
+        limits = Limits(max_pixels=self.max_pixels)
+        sizes = dict.fromkeys(
+            snap_aspect(aspect, family, limits) for aspect in self.compile_aspects
+        )
+        return CompilePlan(
+            tuple(sizes),
+            backend=self.compile_backend,
+            cache_dir=self.compile_cache,
+            max_images=self.max_images,
+        )
 
     @classmethod
     def resolve(
@@ -50,8 +80,14 @@ class Placement:
         low_vram: bool = False,
         compile: bool = False,
         channels_last: bool = False,
+        compile_aspects: tuple[tuple[int, int], ...] = DEFAULT_COMPILE_ASPECTS,
+        max_pixels: int = Limits.max_pixels,
+        compile_cache: Path | None = None,
+        max_images: int = 8,
     ) -> Placement:
-        """Pick the device (CUDA, then MPS, then CPU) and its best dtype unless told."""
+        """Pick the device (CUDA, then MPS, then CPU) and its best dtype unless told.
+        torch.compile is for CUDA without low-VRAM mode (offloading moves the weights
+        between calls, which compiled graphs cannot follow)."""
         if device == "auto":
             if torch.cuda.is_available():
                 device = "cuda"
@@ -76,9 +112,13 @@ class Placement:
             dtype=chosen,
             low_vram=low_vram and on_cuda,
             channels_last=channels_last and on_cuda,
-            compile=compile and on_cuda,
+            compile=compile and on_cuda and not low_vram,
             vae_tiling=low_vram,
             fused_qkv=on_cuda,
+            compile_aspects=compile_aspects,
+            max_pixels=max_pixels,
+            compile_cache=compile_cache,
+            max_images=max_images,
         )
 
 
@@ -110,12 +150,18 @@ class LoadedModel:
     img2img: Any
     safety_checker: Any = None
     feature_extractor: Any = None
+    compile_s: float | None = None  # the compile warm-up at load, when compiled
     _schedulers: dict[str, Any] = field(default_factory=dict)
     _spare_tokenizer: Any = None
 
     @property
     def tokenizer(self) -> Any:
         return self.txt2img.tokenizer
+
+    @functools.cached_property
+    def safety(self) -> SafetyCheck | None:
+        """The safety check, run on the device (None when the model ships no checker)."""
+        return SafetyCheck.build(self.safety_checker, self.feature_extractor)
 
     @property
     def spare_tokenizer(self) -> Any:
@@ -200,7 +246,23 @@ def load_model(spec: ModelSpec, placement: Placement) -> LoadedModel:
     img2img = AutoPipelineForImage2Image.from_pipe(pipe)
     img2img.set_progress_bar_config(disable=True)
     spare = copy.deepcopy(pipe.tokenizer)
-    return LoadedModel(spec, placement, pipe, img2img, checker, extractor, _spare_tokenizer=spare)
+    model = LoadedModel(spec, placement, pipe, img2img, checker, extractor, _spare_tokenizer=spare)
+    if placement.compile:
+        model.compile_s = compile_model(pipe, placement.compile_plan(spec.family))
+    return model
+
+
+def compile_model(pipe: Any, plan: CompilePlan) -> float:
+    """Compile `pipe` for the plan's sizes and warm every one; the seconds it took.
+    (The image-to-image pipeline shares the modules, so it is compiled too.)"""
+    log.info(
+        "compiling %s for %s (minutes the first time; the cache in %s makes restarts faster)",
+        "the UNet and VAE" if plan.vae else "the UNet",
+        ", ".join(f"{w}x{h}" for w, h in plan.sizes),
+        plan.cache_dir or "the default place",
+    )
+    compile_pipeline(pipe, plan)
+    return warm_up(pipe, plan.sizes, plan.max_images)
 
 
 def _place(pipe: Any, placement: Placement) -> None:
@@ -216,19 +278,3 @@ def _place(pipe: Any, placement: Placement) -> None:
     if placement.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
-    if placement.compile:
-        _trace_sides_apart()
-        # Dynamic shapes: one graph serves every batch size and aspect bucket, where
-        # static shapes would recompile for each new batch the queue forms.
-        pipe.unet = torch.compile(pipe.unet, dynamic=True)
-
-
-def _trace_sides_apart() -> None:
-    """Trace height and width as separate sizes (else a square first shape makes dynamo
-    assume height == width, and every other aspect recompiles)."""
-    try:
-        import torch.fx.experimental._config as fx_config
-    except ImportError:
-        return
-    if hasattr(fx_config, "use_duck_shape"):
-        fx_config.use_duck_shape = False

@@ -27,6 +27,7 @@ from generation.jobs import GeneratedImage, Job, JobResult, Phase, Progress
 from generation.loader import LoadedModel, Placement, load_model
 from generation.models import ModelRegistry, ModelSpec
 from generation.output import encode_png, make_grid, parameters_text
+from generation.phases import BatchPhases, Marks
 from generation.preview import preview_images
 from generation.request import GenerationRequest, Kind
 
@@ -126,6 +127,7 @@ class BatchRunner:
         self.loader = loader
         self.faults = faults
         self.timer = StepTimer()
+        self.phases: BatchPhases | None = None  # the last finished batch's, for logs and benches
         self.model: LoadedModel | None = None
         self.stop_event = threading.Event()
 
@@ -196,12 +198,15 @@ class BatchRunner:
             self.faults.before_batch(jobs)
         started = time.perf_counter()
         reporter = _StepReporter(self, model, jobs, publish, is_cancelled, started)
-        rgb, finite = self._call_pipeline(model, jobs, reporter)
+        rgb, finite, nsfw = self._call_pipeline(model, jobs, reporter)
         if self.stop_event.is_set() and reporter.interrupted:
             return {job.id: WorkerStopped("sdbot is restarting") for job in jobs}
         elapsed = time.perf_counter() - started
         images = sum(job.request.count for job in jobs)
         self.timer.record(elapsed, images, reporter.total)
+        self.phases = reporter.marks.phases(images, reporter.total)
+        if self.phases is not None:
+            log.debug("batch of %d images: %s", images, self.phases)
         outcomes: dict[str, DecodedOutcome] = {}
         offset = 0
         for job in jobs:
@@ -211,17 +216,18 @@ class BatchRunner:
                 outcomes[job.id] = JobCancelled("cancelled")
                 continue
             outcomes[job.id] = self._decoded(
-                model, job, rgb[mine], bool(finite[mine].all()), elapsed, len(jobs)
+                model, job, rgb[mine], bool(finite[mine].all()), nsfw[mine], elapsed, len(jobs)
             )
         return outcomes
 
     def _call_pipeline(
         self, model: LoadedModel, jobs: list[Job], reporter: _StepReporter
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(N, H, W, 3) uint8 pixels and, per image, whether every value was finite.
+    ) -> tuple[np.ndarray, np.ndarray, tuple[bool | None, ...]]:
+        """(N, H, W, 3) uint8 pixels and, per image, whether every value was finite and
+        whether the safety checker flagged it (None: the model has no checker).
 
-        The conversion to 8 bits happens on the device: a quarter of the bytes cross
-        to the host, and the CPU does no per-pixel float work."""
+        The conversion to 8 bits and the safety check happen on the device: a quarter
+        of the bytes cross to the host, and the CPU does no per-pixel work."""
         first = jobs[0].request
         prompts, negatives, generators, inits = [], [], [], []
         for job in jobs:
@@ -253,11 +259,17 @@ class BatchRunner:
             reporter.total = first.steps
         pipe.scheduler = model.scheduler(first.scheduler)
         reporter.pipe = pipe
+        marks = reporter.marks
         with torch.inference_mode():
+            marks.mark("start")
             images = pipe(**kwargs).images.float()  # (N, 3, H, W) in [0, 1]
+            marks.mark("decoded")
             finite = torch.isfinite(images).flatten(1).all(dim=1)
-            rgb = (images.nan_to_num(0.0).clamp(0, 1) * 255).round().to(torch.uint8)
-            return rgb.permute(0, 2, 3, 1).cpu().numpy(), finite.cpu().numpy()
+            images = images.nan_to_num(0.0).clamp(0, 1)
+            rgb = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+            nsfw = _safety_flags(model, images)
+            marks.mark("finished")
+            return rgb.cpu().numpy(), finite.cpu().numpy(), nsfw
 
     def _decoded(
         self,
@@ -265,6 +277,7 @@ class BatchRunner:
         job: Job,
         rgb: np.ndarray,
         finite: bool,
+        nsfw: tuple[bool | None, ...],
         elapsed: float,
         batch: int,
     ) -> DecodedOutcome:
@@ -273,8 +286,7 @@ class BatchRunner:
                 "the model produced invalid (NaN) pixels; this is usually a half-precision "
                 "overflow. The admin can try SDBOT_DTYPE=bf16 or fp32."
             )
-        pixels = tuple(rgb)
-        return Decoded(job, pixels, _safety_flags(model, pixels), model.spec.name, elapsed, batch)
+        return Decoded(job, tuple(rgb), nsfw, model.spec.name, elapsed, batch)
 
 
 class _StepReporter:
@@ -303,11 +315,17 @@ class _StepReporter:
         self.total = 0
         self.pipe: Any = None
         self.interrupted = False
+        self.marks = Marks(model.placement.device)
 
     def __call__(
         self, pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]
     ) -> dict[str, Any]:
         latents = tensors["latents"]
+        done = step + 1
+        if step == 0:
+            self.marks.mark("first_step")
+        if done == self.total:
+            self.marks.mark("last_step")
         if self.runner.faults is not None:
             self.runner.faults.on_latents(step, latents, self.jobs)
         stopping = self.runner.stop_event.is_set()
@@ -316,7 +334,6 @@ class _StepReporter:
             self.interrupted = True
             return tensors
         now = time.perf_counter()
-        done = step + 1
         if now - self.last_report >= self.runner.progress_interval or done == self.total:
             self.last_report = now
             self._report(done, now - self.started, latents)
@@ -367,19 +384,12 @@ def _init_image(request: GenerationRequest) -> Image.Image:
     return image
 
 
-def _safety_flags(model: LoadedModel, pixels: tuple[np.ndarray, ...]) -> tuple[bool | None, ...]:
-    checker, extractor = model.safety_checker, model.feature_extractor
-    if checker is None or extractor is None:
-        return (None,) * len(pixels)
-    images = [Image.fromarray(p) for p in pixels]
-    arrays = np.stack(pixels).astype(np.float32) / 255.0
-    clip_input = extractor(images, return_tensors="pt").pixel_values
-    device = next(checker.parameters()).device
-    with torch.inference_mode():
-        _, flags = checker(
-            images=arrays.copy(), clip_input=clip_input.to(device, dtype=checker.dtype)
-        )
-    return tuple(bool(flag) for flag in flags)
+def _safety_flags(model: LoadedModel, images: torch.Tensor) -> tuple[bool | None, ...]:
+    """Per image of (N, 3, H, W) in [0, 1]: flagged by the model's safety checker, or
+    None where the model has none."""
+    if model.safety is None:
+        return (None,) * len(images)
+    return model.safety.flags(images)
 
 
 def _as_job_failure(exc: BaseException, request: GenerationRequest) -> BaseException:

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.gpu import Bench, Experiment, Row, Setup, mixed_burst, render, target_verdict
+from bench.gpu import (
+    Bench,
+    Compiling,
+    Experiment,
+    Row,
+    Setup,
+    mixed_burst,
+    render,
+    target_verdict,
+)
 from bench.gpu_models import PEAK_TFLOPS, PROFILES, floor_ms, image_tflop, profile_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +106,7 @@ def test_budget_skips_what_no_longer_fits(tmp_path: Path) -> None:
     from bench.gpu import Device
 
     plan = [Experiment(PROFILES["tiny"], "sdbot", Setup(), 2, 2, 7.5, estimate_s=60)]
-    bench = Bench(Device("cpu"), plan, deadline=0.0, compile_mode="default",
+    bench = Bench(Device("cpu"), plan, deadline=0.0, compiling=Compiling(),
                   peak_tflops=PEAK_TFLOPS, out=tmp_path / "gpu.md")
     bench.run()
     assert len(bench.rows) == 1 and bench.rows[0].notes.startswith("skipped")
@@ -124,3 +133,24 @@ def test_cpu_run_of_the_whole_harness(tmp_path: Path) -> None:
         assert float(row[2]) > 0, row  # images/s
     assert "2 jobs" in modes["sdbot"][-1]
     assert out.read_text().count("\n| tiny@128 |") == 2
+
+
+@pytest.mark.slow
+def test_cpu_run_of_the_compile_rows(tmp_path: Path) -> None:
+    """The torch.compile rows with dynamo's "eager" backend (inductor's code generation
+    takes minutes on two cores): sdbot's compile at load, the burst with no graph
+    compiled, the phase breakdown, and the restart probe in a new process."""
+    command = [sys.executable, "bench/gpu.py", "--device", "cpu", "--model", "tiny",
+               "--requests", "3", "--compile-only", "--compile-backend", "eager"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = _final_rows(done.stdout)
+    assert len(rows) == 3 and not any("ERROR" in row[-1] for row in rows), rows
+    compiled, restart, unet_only = rows
+    assert "compiled UNet+VAE" in compiled[1] and "compiled UNet," in unet_only[1]
+    for row in (compiled, unet_only):
+        assert float(row[2]) > 0  # images/s
+        assert "0 at warm-up, 0 during the burst" in row[-1]
+        assert "burst time: prepare" in row[-1] and "UNet steps" in row[-1]
+    assert "a new process compiling from the cache" in restart[-1]
+    assert float(restart[6]) > 0  # its compile seconds

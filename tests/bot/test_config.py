@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
 
 from tests.bot.conftest import SMALL, BotEnv, BotStarter, job_id_of
 from tests.bot.test_commands import ephemeral_text, reply
+
+if TYPE_CHECKING:
+    import torch
 
 
 async def config(env: BotEnv, subcommand: str, user: str = "admin", **options: object) -> str:
@@ -107,8 +110,8 @@ async def test_nsfw_policy_decides_what_flagged_images_become(
     channel: str,
     shown: str | None,
 ) -> None:
-    def everything_flagged(model: object, pixels: tuple[np.ndarray, ...]) -> tuple[bool, ...]:
-        return (True,) * len(pixels)
+    def everything_flagged(model: object, images: torch.Tensor) -> tuple[bool, ...]:
+        return (True,) * len(images)
 
     monkeypatch.setattr("generation.runner._safety_flags", everything_flagged)
     env = await start_bot()

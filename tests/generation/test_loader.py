@@ -243,3 +243,46 @@ def test_the_tiny_model_is_identical_on_every_build_and_leaves_the_global_rng_al
     assert torch.equal(torch.random.get_rng_state(), rng_before)
     assert weights_digest(first) == weights_digest(second)
     assert first.tokenizer("a red fox").input_ids == second.tokenizer("a red fox").input_ids
+
+
+# A model that ships a safety checker
+
+
+@pytest.fixture(scope="module")
+def checked_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a (tiny) safety checker, saved as a hub model folder is."""
+    from diffusers import StableDiffusionPipeline
+
+    from generation.tiny import build_tiny_safety_checker
+
+    checker, extractor = build_tiny_safety_checker()
+    parts = build_tiny_pipeline().components
+    parts.update(safety_checker=checker, feature_extractor=extractor)
+    path = tmp_path_factory.mktemp("models") / "tiny-checked"
+    StableDiffusionPipeline(**parts, requires_safety_checker=True).save_pretrained(
+        path, safe_serialization=True
+    )
+    return path
+
+
+@pytest.mark.parametrize(("threshold", "flagged"), [(1.0, False), (-1.0, True)])
+def test_a_shipped_safety_checker_runs_beside_the_pipeline_and_flags_images(
+    checked_model_dir: Path, cpu: Placement, threshold: float, flagged: bool
+) -> None:
+    from generation.runner import BatchRunner
+
+    spec = parse_model_entry(f"checked={checked_model_dir}")
+    model = load_model(spec, cpu)
+    assert model.txt2img.safety_checker is None  # detached: flagged images are not blacked out
+    assert model.safety is not None
+    # Every concept's threshold: above any cosine flags nothing, below any flags everything.
+    with torch.no_grad():
+        model.safety_checker.concept_embeds_weights.fill_(threshold)
+    runner = BatchRunner(ModelRegistry([spec]), cpu, loader=lambda *_: model)
+
+    job = make_job("j", "u", model="checked", count=2)
+    outcome = runner.run([job], lambda *_: None, lambda _: False)["j"]
+
+    assert isinstance(outcome, JobResult)
+    assert [image.nsfw for image in outcome.images] == [flagged, flagged]
+    assert pixels(outcome.images[0].png).any()  # flagged or not, the pixels are kept

@@ -180,3 +180,26 @@ def test_image_jobs_run_and_report_steps_times_strength_but_at_least_one(
     assert [(r.step, r.total) for r in reports if r.step > 0] == [
         (n, expected) for n in range(1, expected + 1)
     ]
+
+
+# Where a batch's time goes
+
+
+def test_a_finished_batch_reports_its_phases(make_runner: RunnerFactory) -> None:
+    runner = make_runner()
+    outcomes, _ = run(runner, [make_job("a", "u", count=2, steps=4), make_job("b", "v", steps=4)])
+
+    phases = runner.phases
+    assert all(isinstance(o, JobResult) for o in outcomes.values())
+    assert phases is not None and (phases.images, phases.steps) == (3, 4)
+    parts = (phases.prepare_s, phases.denoise_s, phases.decode_s, phases.finish_s)
+    assert all(part >= 0 for part in parts)
+    assert phases.denoise_s > 0 and phases.decode_s > 0
+    assert phases.device_s <= phases.wall_s
+
+
+def test_an_interrupted_batch_reports_no_phases(make_runner: RunnerFactory) -> None:
+    runner = make_runner()
+    run(runner, [make_job("a", "u", steps=4)], cancelled={"a"})
+
+    assert runner.phases is None
