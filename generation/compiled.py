@@ -214,3 +214,10 @@ def warm_up(pipe: Any, sizes: Iterable[tuple[int, int]], max_images: int = 8) ->
     seconds = time.perf_counter() - began
     log.info("compiled for %d size(s) %s in %.1f s", len(sizes), sizes, seconds)
     return seconds
+
+
+def release_compiled() -> None:
+    """Drop every compiled graph (when a compiled model is unloaded). Their guards and
+    code reference the old modules; the next model compiles its own, from the on-disk
+    cache when it was compiled before."""
+    torch._dynamo.reset()

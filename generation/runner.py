@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from generation.compiled import release_compiled
 from generation.errors import JobCancelled, JobFailed, ModelLoadError, UnsafeWeights, WorkerStopped
 from generation.jobs import GeneratedImage, Job, JobResult, Phase, Progress
 from generation.loader import LoadedModel, Placement, load_model
@@ -138,7 +139,10 @@ class BatchRunner:
             return self.model
         if self.model is not None:
             log.info("switching model: unloading %s to load %s", self.model.spec.name, spec.name)
+            compiled = self.model.compile_s is not None
             self.model = None
+            if compiled:
+                release_compiled()  # dynamo's caches would keep the old weights alive
             free_memory()
         self.model = self.loader(spec, self.placement)
         return self.model

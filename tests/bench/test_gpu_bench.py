@@ -86,8 +86,13 @@ def test_cpu_profiles_shrink_the_real_architectures() -> None:
 def test_table_speed_and_floor_columns() -> None:
     rows = [
         Row("sd15@512", "baseline", images_per_s=2.0, tflops=85.0, is_baseline=True),
-        Row("sd15@512", "sdbot bf16, max_batch 16", images_per_s=9.0, tflops=382.5,
-            first_preview_s=0.3),
+        Row(
+            "sd15@512",
+            "sdbot bf16, max_batch 16",
+            images_per_s=9.0,
+            tflops=382.5,
+            first_preview_s=0.3,
+        ),
         Row("sd15@512", "VAE decode only", images_per_s=50.0, comparable=False),
     ]
     table = render(rows).splitlines()
@@ -106,8 +111,14 @@ def test_budget_skips_what_no_longer_fits(tmp_path: Path) -> None:
     from bench.gpu import Device
 
     plan = [Experiment(PROFILES["tiny"], "sdbot", Setup(), 2, 2, 7.5, estimate_s=60)]
-    bench = Bench(Device("cpu"), plan, deadline=0.0, compiling=Compiling(),
-                  peak_tflops=PEAK_TFLOPS, out=tmp_path / "gpu.md")
+    bench = Bench(
+        Device("cpu"),
+        plan,
+        deadline=0.0,
+        compiling=Compiling(),
+        peak_tflops=PEAK_TFLOPS,
+        out=tmp_path / "gpu.md",
+    )
     bench.run()
     assert len(bench.rows) == 1 and bench.rows[0].notes.startswith("skipped")
     assert "skipped" in (tmp_path / "gpu.md").read_text()
@@ -122,8 +133,19 @@ def _final_rows(output: str) -> list[list[str]]:
 @pytest.mark.slow
 def test_cpu_run_of_the_whole_harness(tmp_path: Path) -> None:
     out = tmp_path / "gpu.md"
-    command = [sys.executable, "bench/gpu.py", "--device", "cpu", "--model", "tiny",
-               "--requests", "2", "--quick", "--out", str(out)]
+    command = [
+        sys.executable,
+        "bench/gpu.py",
+        "--device",
+        "cpu",
+        "--model",
+        "tiny",
+        "--requests",
+        "2",
+        "--quick",
+        "--out",
+        str(out),
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = _final_rows(done.stdout)
@@ -140,8 +162,19 @@ def test_cpu_run_of_the_compile_rows(tmp_path: Path) -> None:
     """The torch.compile rows with dynamo's "eager" backend (inductor's code generation
     takes minutes on two cores): sdbot's compile at load, the burst with no graph
     compiled, the phase breakdown, and the restart probe in a new process."""
-    command = [sys.executable, "bench/gpu.py", "--device", "cpu", "--model", "tiny",
-               "--requests", "3", "--compile-only", "--compile-backend", "eager"]
+    command = [
+        sys.executable,
+        "bench/gpu.py",
+        "--device",
+        "cpu",
+        "--model",
+        "tiny",
+        "--requests",
+        "3",
+        "--compile-only",
+        "--compile-backend",
+        "eager",
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = _final_rows(done.stdout)

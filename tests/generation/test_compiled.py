@@ -9,6 +9,7 @@ kernels cost and gain is measured by `bench/gpu.py` on a GPU.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +21,16 @@ from torch._dynamo.utils import counters
 from generation.compiled import BucketedForward, CompilePlan, compiled_forwards, use_cache_dir
 from generation.jobs import Job, JobResult
 from generation.loader import LoadedModel, Placement, load_model
-from generation.models import FAMILIES, parse_model_entry
+from generation.models import FAMILIES, ModelRegistry, parse_model_entry
 from generation.request import Kind
-from tests.conftest import RunnerFactory, WorkerFactory, image_png, make_request, pixels
+from tests.conftest import (
+    ModelCache,
+    RunnerFactory,
+    WorkerFactory,
+    image_png,
+    make_request,
+    pixels,
+)
 
 MAX_PIXELS = 192 * 128  # keeps the tiny model's buckets small: 128x128 and 192x128
 
@@ -168,3 +176,26 @@ def test_a_plan_maps_image_sizes_to_latent_buckets() -> None:
     plan = CompilePlan(((512, 512), (640, 448)))
 
     assert plan.latent_sizes(8) == {(64, 64), (56, 80)}
+
+
+def test_unloading_a_compiled_model_drops_its_graphs(
+    make_runner: RunnerFactory, model_cache: ModelCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    released: list[str | None] = []
+    runner = make_runner(
+        registry=ModelRegistry([parse_model_entry("tiny"), parse_model_entry("other=tiny")]),
+        # Both names share the cached tiny pipeline; "tiny" is marked compiled.
+        loader=lambda spec, placement: dataclasses.replace(
+            model_cache(spec, placement), spec=spec, compile_s=1.0 if spec.name == "tiny" else None
+        ),
+    )
+    monkeypatch.setattr(
+        "generation.runner.release_compiled",
+        lambda: released.append(runner.model.spec.name if runner.model else None),
+    )
+
+    runner.ensure_model("tiny")
+    runner.ensure_model("other")  # unloads the compiled one
+    runner.ensure_model("tiny")  # unloads one that was not compiled
+
+    assert released == [None]  # once, after the compiled model was let go
