@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import random
 import sys
 from pathlib import Path
+
+from PIL import Image
 
 from bot.assembly import make_registry, make_worker
 from bot.settings import Settings
 from generation.errors import GenerationError
 from generation.jobs import Job, JobResult, Phase, Progress
 from generation.models import FAMILIES, ModelRegistry
+from generation.output import encode_png, make_grid
 from generation.prompt import truncation_warning
 from generation.request import GenerationRequest, Kind, RequestOptions
 from generation.validation import build_request
@@ -125,6 +129,7 @@ def _write(result: JobResult, output: Path) -> None:
     if len(result.images) == 1:
         output.write_bytes(result.images[0].png)
         return
-    output.write_bytes(result.grid_png)
+    grid = make_grid([Image.open(io.BytesIO(image.png)) for image in result.images])
+    output.write_bytes(encode_png(grid))
     for image in result.images:
         output.with_name(f"{output.stem}-{image.index + 1}{output.suffix}").write_bytes(image.png)

@@ -54,11 +54,11 @@ class GeneratedImage:
 
 @dataclass(frozen=True)
 class JobResult:
-    """A finished job: its images, a grid for display, and how long it took."""
+    """A finished job: its images and how long it took. (A grid for display is built
+    where it is shown: the bot's grid leaves out withheld images.)"""
 
     job_id: str
     images: tuple[GeneratedImage, ...]
-    grid_png: bytes = field(repr=False)
     model: str
     elapsed: float
     batch_size: int

@@ -27,7 +27,7 @@ from generation.errors import JobCancelled, JobFailed, ModelLoadError, UnsafeWei
 from generation.jobs import GeneratedImage, Job, JobResult, Phase, Progress
 from generation.loader import LoadedModel, Placement, load_model
 from generation.models import ModelRegistry, ModelSpec
-from generation.output import encode_png, make_grid, parameters_text
+from generation.output import encode_png, parameters_text
 from generation.phases import BatchPhases, Marks
 from generation.preview import preview_images
 from generation.request import GenerationRequest, Kind
@@ -54,7 +54,7 @@ DecodedOutcome = Decoded | BaseException
 
 
 def encode_result(decoded: Decoded) -> JobResult:
-    """PNGs with their `parameters` chunk, and the grid. Safe in any thread."""
+    """PNGs with their `parameters` chunk. Safe in any thread."""
     request = decoded.job.request
     pil = [Image.fromarray(pixels) for pixels in decoded.pixels]
     images = tuple(
@@ -68,10 +68,7 @@ def encode_result(decoded: Decoded) -> JobResult:
         )
         for i, (seed, image) in enumerate(zip(request.seeds(), pil, strict=True))
     )
-    grid = images[0].png if len(pil) == 1 else encode_png(make_grid(pil))
-    return JobResult(
-        decoded.job.id, images, grid, decoded.model, decoded.elapsed, decoded.batch_size
-    )
+    return JobResult(decoded.job.id, images, decoded.model, decoded.elapsed, decoded.batch_size)
 
 
 class FaultInjector(Protocol):

@@ -1,5 +1,5 @@
 """Settings: every one documented in .env.example, bad values refused by name, and the
-compile settings reaching the generation side."""
+compile settings reaching the generation side; the offline demo's output files."""
 
 from __future__ import annotations
 
@@ -57,3 +57,20 @@ def test_a_bad_compile_aspect_is_refused_naming_the_setting_and_the_value(
     error = capsys.readouterr().err
     assert "bad setting" in error and "SDBOT_COMPILE_ASPECTS" in error
     assert repr(value) in error
+
+
+def test_the_offline_demo_writes_a_grid_and_each_image(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from generation.output import read_parameters
+
+    out = tmp_path / "out" / "fox.png"
+    args = ["imagine", "a fox --seed 5", "--model", "tiny", "--n", "2", "--steps", "2"]
+
+    assert main([*args, "--width", "128", "--height", "64", "-o", str(out)]) == 0
+
+    with Image.open(out) as grid:
+        assert grid.size[0] > 2 * 128 and grid.size[1] >= 64  # two 128x64 images side by side
+    for index, seed in ((1, 5), (2, 6)):
+        image = tmp_path / "out" / f"fox-{index}.png"
+        assert f"Seed: {seed}," in (read_parameters(image.read_bytes()) or "")
