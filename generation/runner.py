@@ -7,6 +7,7 @@ the worker turns into thread-safe hand-offs to the event loop.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import io
 import logging
@@ -141,7 +142,12 @@ class BatchRunner:
             if compiled:
                 release_compiled()  # dynamo's caches would keep the old weights alive
             free_memory()
-        self.model = self.loader(spec, self.placement)
+        placement = self.placement
+        if placement.compile and spec != self.registry.default:
+            # Only the default model is compiled: a member switching to another model
+            # must not wait minutes for a compile (and the default's comes from the cache).
+            placement = dataclasses.replace(placement, compile=False)
+        self.model = self.loader(spec, placement)
         return self.model
 
     def run(

@@ -21,7 +21,7 @@ from torch._dynamo.utils import counters
 from generation.compiled import BucketedForward, CompilePlan, compiled_forwards, use_cache_dir
 from generation.jobs import Job, JobResult
 from generation.loader import LoadedModel, Placement, load_model
-from generation.models import FAMILIES, ModelRegistry, parse_model_entry
+from generation.models import FAMILIES, ModelRegistry, ModelSpec, parse_model_entry
 from generation.request import Kind
 from tests.conftest import (
     ModelCache,
@@ -199,3 +199,24 @@ def test_unloading_a_compiled_model_drops_its_graphs(
     runner.ensure_model("tiny")  # unloads one that was not compiled
 
     assert released == [None]  # once, after the compiled model was let go
+
+
+def test_only_the_default_model_is_compiled(
+    make_runner: RunnerFactory, model_cache: ModelCache
+) -> None:
+    asked: dict[str, bool] = {}
+
+    def loader(spec: ModelSpec, placement: Placement) -> LoadedModel:
+        asked[spec.name] = placement.compile
+        return model_cache(spec, Placement())
+
+    runner = make_runner(
+        registry=ModelRegistry([parse_model_entry("tiny"), parse_model_entry("other=tiny")]),
+        loader=loader,
+    )
+    runner.placement = compiled_placement()
+
+    runner.ensure_model("other")
+    runner.ensure_model("tiny")
+
+    assert asked == {"other": False, "tiny": True}
