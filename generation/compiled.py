@@ -68,10 +68,12 @@ class BucketedForward:
         sample_arg: str,
         mode: str | None,
         backend: str,
+        timestep_arg: str | None = None,
     ) -> None:
         self.eager = eager
         self.buckets = buckets
         self.sample_arg = sample_arg
+        self.timestep_arg = timestep_arg
         self.compiled = torch.compile(eager, mode=mode, backend=backend)
         self.compiled_calls = 0
         self.eager_calls = 0
@@ -82,6 +84,8 @@ class BucketedForward:
         if not isinstance(sample, torch.Tensor) or not self.takes(sample):
             self.eager_calls += 1
             return self.eager(*args, **kwargs)
+        if self.timestep_arg is not None:
+            args, kwargs = _float_timestep(args, kwargs, self.timestep_arg, sample.device)
         for tensor in _batch_tensors(args, kwargs):
             torch._dynamo.maybe_mark_dynamic(tensor, 0)
         self.compiled_calls += 1
@@ -104,6 +108,22 @@ class BucketedForward:
         return (
             sample.dim() == 4 and sample.shape[0] >= 2 and tuple(sample.shape[-2:]) in self.buckets
         )
+
+
+def _float_timestep(
+    args: tuple[Any, ...], kwargs: dict[str, Any], name: str, device: torch.device
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The UNet's timestep as a float32 tensor on the sample's device. Samplers hand it
+    over as int64 (DDIM, DPM++, UniPC) or float32 (Euler), and dynamo would compile a
+    graph for each; the UNet turns it into float for its embedding anyway, and every
+    timestep (0 to 999) is exact in float32."""
+    if len(args) > 1:
+        value = args[1]
+        if isinstance(value, torch.Tensor):
+            return (args[0], value.to(device, torch.float32), *args[2:]), kwargs
+    elif isinstance(kwargs.get(name), torch.Tensor):
+        return args, {**kwargs, name: kwargs[name].to(device, torch.float32)}
+    return args, kwargs
 
 
 def _batch_tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[torch.Tensor]:
@@ -152,6 +172,7 @@ def compile_pipeline(pipe: Any, plan: CompilePlan) -> None:
         unet.forward,
         plan.latent_sizes(scale),
         sample_arg="sample",
+        timestep_arg="timestep",
         mode=plan.mode,
         backend=plan.backend,
     )

@@ -117,6 +117,26 @@ async def test_queued_batches_of_any_size_reuse_the_warm_graphs(
     assert unet.compiled_calls > compiled_before
 
 
+@pytest.mark.parametrize("scheduler", ["ddim", "dpm++"])
+async def test_every_sampler_reuses_the_warm_graphs(
+    compiled: tuple[LoadedModel, int],
+    make_runner: RunnerFactory,
+    start_worker: WorkerFactory,
+    scheduler: str,
+) -> None:
+    """Samplers hand the UNet integer or float timesteps; neither may cost a compile."""
+    model, _ = compiled
+    unet, _ = compiled_forwards(model.txt2img)
+    before, compiled_before = graphs(), unet.compiled_calls
+    worker = await start_worker(make_runner(loader=lambda spec, placement: model))
+
+    request = make_request(width=128, height=128, count=2, steps=2, scheduler=scheduler)
+    assert isinstance(await worker.submit(Job("s", "a", request)).result, JobResult)
+
+    assert graphs() == before
+    assert unet.compiled_calls > compiled_before
+
+
 async def test_other_sizes_and_single_latents_run_eagerly(
     compiled: tuple[LoadedModel, int],
     make_runner: RunnerFactory,
