@@ -15,6 +15,7 @@ from storage.settings import UserDefaults
 
 if TYPE_CHECKING:
     from bot.client import SdBot
+    from bot.service import Requester
 
 
 def _bot(interaction: discord.Interaction) -> SdBot:
@@ -90,17 +91,23 @@ async def stats_command(interaction: discord.Interaction) -> None:
     from bot.launch import requester
 
     who = requester(interaction)
-    quota = await bot.storage.limits.usage(who.user_id, who.guild_id, who.role_ids)
     jobs = await bot.storage.jobs.history(who.user_id, page=1, per_page=1)
-    lines = [f"Jobs so far: **{jobs.total}**"]
-    if quota.exempt:
-        lines.append("You are exempt from the image limits here.")
-    else:
-        lines.append(_window("this hour", quota.hour_used, quota.hour_limit, quota.hour_left))
-        lines.append(_window("today", quota.day_used, quota.day_limit, quota.day_left))
-        if quota.next_free_at is not None:
-            lines.append(f"Next image frees <t:{int(quota.next_free_at)}:R>")
+    lines = [f"Jobs so far: **{jobs.total}**", *await quota_lines(bot, who)]
     await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
+
+async def quota_lines(bot: SdBot, who: Requester) -> list[str]:
+    """Where `who` stands against the image limits where they ask (/stats and /help)."""
+    quota = await bot.storage.limits.usage(who.user_id, who.guild_id, who.role_ids)
+    if quota.exempt:
+        return ["You are exempt from the image limits here."]
+    lines = [
+        _window("this hour", quota.hour_used, quota.hour_limit, quota.hour_left),
+        _window("today", quota.day_used, quota.day_limit, quota.day_left),
+    ]
+    if quota.next_free_at is not None:
+        lines.append(f"Next image frees <t:{int(quota.next_free_at)}:R>")
+    return lines
 
 
 def _window(label: str, used: int, limit: int | None, left: int | None) -> str:

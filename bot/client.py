@@ -44,6 +44,8 @@ class SdBot(discord.Client):
         self.service = service
         self.registry = registry
         self.dev_guild_id = dev_guild_id
+        self.clock = clock
+        self.started_at = clock()  # for /info's uptime
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
         self.delivery = Delivery(self, storage, progress_interval=progress_interval, clock=clock)

@@ -222,6 +222,7 @@ async def cancel(
 
 def register_commands(tree: app_commands.CommandTree) -> None:  # type: ignore[type-arg]
     from bot.admin import config_group, settings_command, stats_command
+    from bot.help import help_command, info_command
 
     commands: list[app_commands.Command[Any, Any, Any] | app_commands.Group] = [
         imagine,
@@ -231,6 +232,8 @@ def register_commands(tree: app_commands.CommandTree) -> None:  # type: ignore[t
         cancel,
         settings_command,
         stats_command,
+        help_command,
+        info_command,
         config_group,
     ]
     for command in commands:

@@ -155,6 +155,47 @@ _EXAMPLES = {
 }
 
 
+# What each setting is for, as /help says it (keyed like `_EXAMPLES`). A flag for a new
+# setting needs a line here: tests compare this table with FLAGS.
+_HELP = {
+    "aspect": "aspect ratio W:H, snapped to the model's native size",
+    "size": "exact width and height in pixels",
+    "seed": f"seed for repeatable images, 0-{SEED_MAX} (random if unset)",
+    "negative_prompt": "what to keep out of the image; runs until the next flag",
+    "steps": "denoising steps (more is slower, often finer)",
+    "guidance": "how closely to follow the prompt (CFG scale)",
+    "count": "how many images",
+    "model": "which model draws it",
+    "scheduler": "which sampler",
+    "strength": "how much image-to-image changes the starting image, 0-1",
+}
+
+
+@dataclass(frozen=True)
+class FlagHelp:
+    """One setting that inline flags fill, as /help lists it.
+
+    `names` are every flag (aliases too) that fills it, as typed: `("--ar", "--aspect")`.
+    `text` is empty where `_HELP` has no line for the setting.
+    """
+
+    field: str
+    names: tuple[str, ...]
+    example: str
+    text: str
+
+
+def flag_help() -> list[FlagHelp]:
+    """Every setting the parser accepts a flag for, in `FLAGS` order, with its flags."""
+    names: dict[str, list[str]] = {}
+    for name, spec in FLAGS.items():
+        names.setdefault(spec.field, []).append(f"--{name}")
+    return [
+        FlagHelp(field, tuple(labels), _EXAMPLES.get(field, labels[0]), _HELP.get(field, ""))
+        for field, labels in names.items()
+    ]
+
+
 @dataclass(frozen=True)
 class _FlagWord:
     """A word of the prompt that is a flag: its name and any `=value` glued to it."""
