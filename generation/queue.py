@@ -10,12 +10,13 @@ Only one model is resident on the GPU, and loading another takes seconds (SDXL:
 10-30 s on a real GPU). If members alternate between two models, strict turns
 would load a model for almost every batch. So when the head needs a model other
 than `resident` and a job for the resident model is waiting, the first such job
-in turn order leads the batch instead (its user has had a turn) and the head is
-passed over. A job is passed over at most `max_skips` times (default
-`DEFAULT_MAX_SKIPS`, 3): then it leads the next batch, whatever the switch costs.
-So once a job is next in turn, at most `max_skips` batches start before it (jobs
-behind it wait no more than they would behind any job that is next in turn), and
-two alternating models get up to `max_skips + 1` batches per load instead of one.
+in turn order leads the batch instead (its user has had a turn, unless it is the
+head's own user: then the head stays next in turn) and the head is passed over.
+A job is passed over at most `max_skips` times (default `DEFAULT_MAX_SKIPS`, 3):
+then it leads the next batch, whatever the switch costs. So once a job is next
+in turn, at most `max_skips` batches start before it (jobs behind it wait no
+more than they would behind any job that is next in turn), and two alternating
+models get up to `max_skips + 1` batches per load instead of one.
 `max_skips=0` is strict turns.
 The bound counts batches, not seconds, so the order does not depend on how long
 batches take: the queue can tell each job its true position in advance.
@@ -150,9 +151,15 @@ class FairQueue:
         jobs, in turn order, up to `max_images` images. Sets `resident` to its model."""
         if not self._size:
             return []
+        head_user = next(iter(self._users))
         lead = self._leader()
         key = self._keys[lead.id]
-        self._take_turn(lead)
+        if lead.user == head_user and lead is not self._users[head_user][0]:
+            # The head's own younger job leads: a skip of the head, not its user's turn,
+            # so the head stays next in turn (else it would wait behind every member).
+            self._remove(lead)
+        else:
+            self._take_turn(lead)
         batch, images = [lead], lead.request.count
         if self._key_counts[key]:  # else no scan: nothing could join
             for job in self._turn_order():

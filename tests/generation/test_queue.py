@@ -323,14 +323,37 @@ def test_order_predictions_hold_and_no_job_is_passed_over_more_than_max_skips(se
 
     ran: list[str] = []
     passed_over: dict[str, int] = {}
+    waited: dict[str, int] = {}  # batches run since a job was first next in turn
     while len(queue):
         next_in_turn = head(queue).id
+        waited.setdefault(next_in_turn, 0)
         assert ids(queue) == predicted[len(ran) :]  # positions stay right as batches go
         batch = ids(queue.pop_batch())
         if next_in_turn not in batch:
             passed_over[next_in_turn] = passed_over.get(next_in_turn, 0) + 1
         ran += batch
+        for job_id in waited:
+            if job_id not in ran:
+                waited[job_id] += 1
 
     assert ran == predicted
     assert sorted(ran) == sorted(pushed)
     assert all(times <= max_skips for times in passed_over.values()), passed_over
+    assert all(batches <= max_skips for batches in waited.values()), waited
+
+
+def test_a_job_passed_over_for_its_own_users_younger_job_stays_next_in_turn() -> None:
+    # a1 is next in turn; the only job for the resident model is a's own a2. Running a2
+    # first is a skip of a1, not a's turn: a1 must not go behind every other member.
+    queue = FairQueue(max_size=100, max_per_user=10, max_images=1, max_skips=1)
+    queue.resident = "sd15"
+    queue.push(make_job("a1", "a", model="xl"))
+    queue.push(make_job("a2", "a", model="sd15"))
+    for user in "bcd":
+        queue.push(make_job(f"{user}1", user, model="xl"))
+
+    predicted = ids(queue)
+    batches = [ids(batch) for batch in pop_all(queue)]
+
+    assert batches == [["a2"], ["a1"], ["b1"], ["c1"], ["d1"]]
+    assert predicted == [job_id for [job_id] in batches]
