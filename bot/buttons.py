@@ -130,10 +130,13 @@ def _recheck(
     record: JobRecord,
     request: GenerationRequest,
     limits: Limits,
+    *,
+    why: str = "start a new /imagine",
 ) -> GenerationRequest:
     """`request`, job `record`'s with the button's changes, checked against the rules that
     hold now: since the job was made, an admin may have lowered the server's max steps
     (/config limits) and the bot's owner may have removed its model or changed a limit.
+    A refusal names the rule, then `why`: what it means for the member.
     Nothing is recorded or reserved before this passes."""
     try:
         return _validated(request.prompt, _as_options(request), request, limits, _bot(interaction))
@@ -141,34 +144,49 @@ def _recheck(
         raise InvalidRequest(
             exc.rule,
             f"{exc} (this button repeats job #{record.id}'s settings, which are no longer "
-            "allowed here; start a new /imagine)",
+            f"allowed here; {why})",
         ) from exc
+
+
+def _upscaled_size(parent: GenerationRequest, limits: Limits) -> tuple[int, int]:
+    """The size an upscale of `parent` makes: twice each side, within the pixel limit.
+
+    /imagine's side rule (`generation.validation.MAX_SIDE`, 2048) bounds the sizes a member
+    types or an aspect picks for a new image. Nobody picks an upscale's size: it doubles an
+    image the bot made, so it answers only to what the pipeline really needs. That is the
+    admin's pixel limit (GPU memory and time grow with the pixels, not with one side) and
+    sides in multiples of 8 (the VAE's factor), which twice a valid size always is; the
+    ratio stays the parent's.
+    """
+    width, height = parent.width * 2, parent.height * 2
+    if width * height > limits.max_pixels:
+        raise Refused(
+            f"the upscaled image would be {width}x{height} ({width * height:,} pixels); "
+            f"this bot's limit is {limits.max_pixels:,} pixels, so this image cannot be "
+            "upscaled here"
+        )
+    return width, height
 
 
 async def upscale(interaction: discord.Interaction, record: JobRecord, index: int) -> None:
     parent = _check_done(record, index)
-    # Upscaling doubles the size by design, so the size is not the one /imagine would pick,
-    # but it must still fit the pixel limit (and every other size rule), and the parent's
-    # steps must fit the current max steps: the admin's rule is per request, whatever it is.
-    # The count is always 1, within any limit.
-    width, height = parent.width * 2, parent.height * 2
     limits = await _current_limits(interaction)
-    if width * height > limits.max_pixels:
-        raise Refused(
-            f"the upscaled image would be {width}x{height} ({width * height} pixels); "
-            f"this bot's limit is {limits.max_pixels} pixels"
-        )
+    width, height = _upscaled_size(parent, limits)
     image = await _bot(interaction).storage.images.read(record.id, index)
     request = parent.with_changes(
         kind=Kind.UPSCALE,
-        width=width,
-        height=height,
-        count=1,
+        count=1,  # within any count limit
         seed=record.seeds[index],
         strength=UPSCALE_STRENGTH,
         init_image=image,
     )
-    request = _recheck(interaction, record, request, limits)
+    # Every other setting is the parent's and must fit the rules of now (the admin's max
+    # steps is per request, whatever it is). The size is checked as the parent's, which
+    # /imagine made; the upscaled size had its own check above.
+    request = _recheck(
+        interaction, record, request, limits, why=f"its image {index + 1} cannot be upscaled"
+    )
+    request = request.with_changes(width=width, height=height)
     await launch(interaction, request, Lineage(Action.UPSCALE, record.id, index))
 
 

@@ -229,10 +229,15 @@ async def test_buttons_obey_the_servers_limits_of_now(start_bot: BotStarter) -> 
     parent_id = job_id_of(parent)
     await reply(await env.fake.slash("admin", "general", "config limits", {"max_steps": 2}))
 
-    for button in (f"reroll:{parent_id}:0", f"vary:{parent_id}:0", f"upscale:{parent_id}:1"):
+    for button in (f"reroll:{parent_id}:0", f"vary:{parent_id}:0"):
         text = await refused_click(env, "bob", parent, f"sdbot:{button}")
         assert "steps must be between 1 and 2, got 3" in text, (button, text)
         assert f"repeats job #{parent_id}'s settings" in text and "/imagine" in text
+    # An upscale is of that image: a new /imagine would not help.
+    text = await refused_click(env, "bob", parent, f"sdbot:upscale:{parent_id}:1")
+    assert "steps must be between 1 and 2, got 3" in text, text
+    assert f"job #{parent_id}'s settings" in text and "its image 2 cannot be upscaled" in text
+    assert "/imagine" not in text
 
     await reply(await env.fake.slash("admin", "general", "config limits", {"max_steps": 0}))
     rerolled = await child_result(
@@ -256,3 +261,29 @@ async def test_buttons_obey_the_bots_limits_after_a_restart(start_bot: BotStarte
         env, await env.fake.click("alice", parent, f"sdbot:upscale:{parent_id}:1")
     )
     assert upscaled.attachments[0].image_size() == (128, 128)
+
+
+async def test_upscale_is_bounded_by_the_pixel_limit_not_imagines_side_rule(
+    start_bot: BotStarter,
+) -> None:
+    """/imagine makes at most 2048 px a side; an upscale of a wide image may go past that, as
+    long as it fits the pixel limit (the bound for memory), and a refusal says the upscaled
+    size and the limit."""
+    env = await start_bot(limits=Limits(max_pixels=1200 * 1024))
+    parent = await finished_job(env, "a wide valley --size 1088x272 --steps 2 --n 1")
+    parent_id = job_id_of(parent)
+    upscaled = await child_result(
+        env, await env.fake.click("bob", parent, f"sdbot:upscale:{parent_id}:0")
+    )
+    assert upscaled.attachments[0].image_size() == (2176, 544)
+    job = await env.storage.jobs.get(job_id_of(upscaled))
+    assert job.request["kind"] == "upscale"
+    assert (job.request["width"], job.request["height"]) == (2176, 544)
+
+    square = await finished_job(env, "a square --size 640x512 --steps 2 --n 1")
+    text = await refused_click(env, "bob", square, f"sdbot:upscale:{job_id_of(square)}:0")
+    assert (
+        "the upscaled image would be 1280x1024 (1,310,720 pixels); "
+        "this bot's limit is 1,228,800 pixels" in text
+    ), text
+    assert "/imagine" not in text and "2048" not in text
