@@ -78,11 +78,31 @@ async def _withdraw_public_thinking(interaction: discord.Interaction) -> None:
     refusal would show to the whole channel. Once that message is deleted, a followup is a
     new message with its own flags. Only a message still "thinking" is touched; a progress
     message the deferred response already became stays.
+
+    Best effort: whatever fails here is logged, never raised, so the reply is sent anyway
+    (a member left with "thinking…" and no answer is worse than an answer in its place).
     """
     if interaction.response.type is not discord.InteractionResponseType.deferred_channel_message:
         return  # answered with a message, or a silent defer of a component's own message
     try:
+        await _take_down_thinking(interaction)
+    except Exception as exc:
+        log.warning(
+            "could not take down the thinking message of %s: %s",
+            _describe(interaction),
+            exc,
+            exc_info=not isinstance(exc, discord.HTTPException),
+        )
+
+
+async def _take_down_thinking(interaction: discord.Interaction) -> None:
+    """Delete the deferred response if it is still a public "thinking" message; where
+    Discord will not delete it, edit it to a line that names no one's request. Raises when
+    it cannot be looked at or the edit fails (a message already gone is no failure)."""
+    try:
         original = await interaction.original_response()
+    except discord.NotFound:
+        return  # already gone: the followup will be a new message
     except discord.ClientException:  # its channel is unknown to discord.py: leave it
         return
     if original.flags.ephemeral or not original.flags.loading:
@@ -95,7 +115,10 @@ async def _withdraw_public_thinking(interaction: discord.Interaction) -> None:
     except discord.HTTPException as exc:
         log.warning("could not delete the thinking message of %s: %s", _describe(interaction), exc)
     # Edited to a line that names no one's request, it is no longer the placeholder either.
-    await interaction.edit_original_response(content="This request was not started.")
+    try:
+        await interaction.edit_original_response(content="This request was not started.")
+    except discord.NotFound:
+        return  # deleted meanwhile
 
 
 def _describe(interaction: discord.Interaction) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from typing import Any
 
 import pytest
 
@@ -181,3 +182,69 @@ async def test_errors_after_a_defer_still_get_a_reference(
     (logged,) = [r for r in caplog.records if reference[1] in r.getMessage()]
     assert logged.exc_info is not None and logged.exc_info[0] is RuntimeError
     assert "/imagine" in logged.getMessage()
+
+
+def hold_accepting(env: BotEnv, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Accepting a job waits (past the public defer) until the returned event is set, then
+    runs as usual."""
+    go = asyncio.Event()
+    accept = env.bot.service.accept
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await go.wait()
+        return await accept(*args, **kwargs)
+
+    monkeypatch.setattr(env.bot.service, "accept", held)
+    return go
+
+
+async def test_a_refusal_reaches_the_member_when_a_moderator_deleted_the_thinking(
+    start_bot: BotStarter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = await start_bot()
+    monkeypatch.setattr("bot.launch.ACK_WITHIN", 0.0)
+    await reply(await env.fake.slash("admin", "general", "config banned-words", {"add": "ogre"}))
+    go = hold_accepting(env, monkeypatch)
+    record = await env.imagine("alice", f"an ogre {SMALL}")
+    await record.wait_response()
+    thinking = record.message
+    assert record.deferred and thinking is not None and thinking.loading
+    await env.fake.delete_message(thinking)  # `@original` is 404 10008 from now on
+    go.set()
+
+    answer = await record.wait_followup()
+    assert answer is not thinking and answer.ephemeral and "'ogre'" in answer.content
+    assert [(e.method, e.code) for e in record.errors] == [("GET", 10008)]
+    assert await env.job_count() == 0
+
+
+async def test_a_refusal_reaches_the_member_when_discord_will_not_take_the_thinking_down(
+    start_bot: BotStarter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Withdrawing "thinking" is best effort: when Discord refuses to show it, or to delete
+    or edit it, the refusal is still sent, and it takes the "thinking" message's place (Discord
+    ignores the ephemeral flag then), which beats leaving the member with "thinking…"."""
+    env = await start_bot()
+    monkeypatch.setattr("bot.launch.ACK_WITHIN", 0.0)
+    await reply(await env.fake.slash("admin", "general", "config banned-words", {"add": "ogre"}))
+
+    unseen = env.fake.fail_next("GET /webhooks/.*/messages/@original", status=429, via=False)
+    with caplog.at_level(logging.WARNING, logger="bot.errors"):
+        looked = await env.imagine("alice", f"an ogre {SMALL}")
+        answer = await looked.wait_followup()
+    assert unseen.hits and "'ogre'" in answer.content
+    assert answer is looked.message and not answer.loading
+    assert any("could not take down the thinking message" in r.getMessage() for r in caplog.records)
+
+    caplog.clear()
+    undeleted = env.fake.fail_next("DELETE /webhooks/", status=403, code=50013)
+    unedited = env.fake.fail_next("PATCH /webhooks/.*/messages/@original", status=429, via=False)
+    with caplog.at_level(logging.WARNING, logger="bot.errors"):
+        kept = await env.imagine("alice", f"an ogre again {SMALL}")
+        answer = await kept.wait_followup()
+    assert undeleted.hits and unedited.hits and "'ogre'" in answer.content
+    assert answer is kept.message and not answer.loading
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("could not delete the thinking message" in m for m in logged), logged
+    assert any("could not take down the thinking message" in m for m in logged), logged
+    assert await env.job_count() == 0

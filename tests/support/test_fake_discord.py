@@ -361,6 +361,23 @@ async def test_first_followup_after_a_defer_keeps_its_visibility_unless_deleted(
     assert retracted.message.content == "" and not retracted.message.edits
 
 
+async def test_a_thinking_message_a_moderator_deleted_is_gone_for_the_token(
+    fake: FakeDiscord, bot: MiniBot
+) -> None:
+    record = await fake.slash("alice", "art", "later")
+    await record.wait_response()
+    thinking = record.message
+    assert thinking is not None and thinking.loading
+    await fake.delete_message(thinking)
+    assert thinking.deleted and fake.messages("art") == []
+    url = f"{fake.api_url}/webhooks/{fake.application_id}/{record.token}/messages/@original"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 404 and (await response.json())["code"] == 10008
+    bot.release.set()
+    answer = await record.wait_followup()
+    assert answer is not thinking and answer.content == "via webhook" and not bot.caught
+
+
 async def test_slash_attachment_option_is_downloadable(fake: FakeDiscord, bot: MiniBot) -> None:
     upload = fake.upload(b"x" * 300, "input.png")
     record = await fake.slash(

@@ -345,6 +345,13 @@ class FakeDiscord:
             self.user(user), self.channel(channel), name, options, focused=focused
         )
 
+    async def delete_message(self, message: FakeMessage) -> None:
+        """A member with Manage Messages deletes `message` (any public one, a bot's "thinking"
+        interaction response too): clients get MESSAGE_DELETE, and from then on the token's
+        `@original` answers 404 10008 and a followup is a new message, as on Discord."""
+        assert not message.ephemeral, "members cannot delete another's ephemeral message"
+        await self.state.delete(message)
+
     async def click(self, user: UserRef, message: FakeMessage, custom_id: str) -> InteractionRecord:
         """`user` clicks the button `custom_id` on `message`."""
         return await self._dispatcher.component(self.user(user), message, custom_id)
