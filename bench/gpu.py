@@ -89,6 +89,7 @@ from bench.gpu_models import (
     PROFILES,
     Profile,
     build_pipeline,
+    build_safety_checker,
     build_vae,
     image_tflop,
     profile_for,
@@ -131,6 +132,7 @@ class Setup:
     vae_tiling: bool = False
     vae_slicing: bool = False
     cache: str = "compiled"  # compiled rows: the inductor cache folder's name in this run
+    safety: bool = False  # SD 1.5's safety checker (random weights) beside the pipeline
 
 
 @dataclass(frozen=True)
@@ -200,8 +202,10 @@ def _model_plan(p: Profile, cuda: bool, requests: int, quick: bool) -> list[Expe
         sdbot = _experiment(p, "sdbot", best_xl, burst, 45)
         return [baseline, sdbot] if quick else [baseline, _vae(p), sdbot]
     best = Setup(fused_qkv=True, max_batch=BEST)  # sdbot's CUDA defaults
+    # A hub SD 1.5 ships a safety checker, which sdbot runs on the device after each batch.
+    checked = _experiment(p, "sdbot", replace(best, safety=True), requests, 16)
     if quick:
-        return [baseline, _experiment(p, "sdbot", best, requests, 14)]
+        return [baseline, _experiment(p, "sdbot", best, requests, 14), checked]
     small = max(2, requests // 4)
     classic = _experiment(p, "baseline", Setup(dtype="fp16", sdpa=False), max(1, images // 2), 8)
     ladder = [
@@ -215,6 +219,7 @@ def _model_plan(p: Profile, cuda: bool, requests: int, quick: bool) -> list[Expe
             for mb in (4, 8, 16)
         ),
         _experiment(p, "sdbot", best, requests, 14, sweep=True),
+        checked,
     ]
     turbo = [
         _experiment(
@@ -485,6 +490,7 @@ class TimedRunner(BatchRunner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.batches: list[BatchTiming] = []
+        self._depth = 0
 
     def run_decoded(
         self,
@@ -492,9 +498,15 @@ class TimedRunner(BatchRunner):
         publish: Callable[[str, Any], None],
         is_cancelled: Callable[[str], bool],
     ) -> dict[str, DecodedOutcome]:
+        if self._depth:  # the runner retrying a failed batch job by job: counted above
+            return super().run_decoded(jobs, publish, is_cancelled)
         began = time.perf_counter()
         self.phases = None
-        outcomes = super().run_decoded(jobs, publish, is_cancelled)
+        self._depth += 1
+        try:
+            outcomes = super().run_decoded(jobs, publish, is_cancelled)
+        finally:
+            self._depth -= 1
         images = sum(job.request.count for job in jobs)
         self.batches.append(BatchTiming(images, time.perf_counter() - began, self.phases))
         return outcomes
@@ -523,12 +535,17 @@ class RandomWeightLoader:
         _place(pipe, placement)
         if self.setup.vae_slicing:
             pipe.vae.enable_slicing()
+        checker = extractor = None
+        if self.setup.safety:
+            checker, extractor = build_safety_checker(
+                self.profile.key, placement.device, placement.dtype
+            )
         self.seconds = time.perf_counter() - began
         if self.setup.compile_unet:
             use_compile_cache(self.setup.cache)
             plan = compile_plan(self.profile, self.setup, self.compiling)
             self.compile_s = compile_model(pipe, plan)
-        return LoadedModel(spec, placement, txt2img=pipe, img2img=pipe)
+        return LoadedModel(spec, placement, pipe, pipe, checker, extractor)
 
 
 @dataclass(frozen=True)
@@ -615,7 +632,11 @@ def restart_probe(spec: str, device: Device, compiling: Compiling) -> int:
     pipe = build_pipeline(p.key, device.name, device.dtype(setup.dtype))
     pipe.fuse_qkv_projections()
     pipe.to(device.name)
-    print(f"compile_s={compile_model(pipe, compile_plan(p, setup, compiling)):.2f}", flush=True)
+    seconds = compile_model(pipe, compile_plan(p, setup, compiling))
+    if seconds is None:
+        print("compiling failed (see the warning above)", file=sys.stderr)
+        return 1
+    print(f"compile_s={seconds:.2f}", flush=True)
     return 0
 
 
@@ -767,6 +788,8 @@ async def _sdbot(
         await worker.stop(grace=60)
     row.peak_gib = burst.peak_gib
     _burst_figures(row, exp, burst.finished, burst.seconds, exp.requests)
+    if setup.compile_unet and loader.compile_s is None:
+        row.notes += ", COMPILING FAILED: ran uncompiled (see the log)"
     if loader.compile_s is not None:
         row.warmup_s = (row.warmup_s or 0.0) + loader.compile_s
         row.notes += (
@@ -856,6 +879,8 @@ def describe(exp: Experiment, device: Device) -> str:
         parts.append("compiled UNet+VAE" if s.compile_vae else "compiled UNet")
     if s.vae_slicing:
         parts.append("VAE slicing")
+    if s.safety:
+        parts.append("safety checker")
     if exp.tag:
         parts.append(exp.tag)
     return ", ".join(parts)

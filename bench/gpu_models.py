@@ -252,3 +252,36 @@ def _finish(pipe: Any, device: str, dtype: torch.dtype) -> Any:
     pipe.to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# SD 1.5's safety checker: a CLIP ViT-L/14 vision tower and projection (the text tower of
+# its CLIPConfig is never built by the checker).
+SAFETY_VISION = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "patch_size": 14,
+    "image_size": 224,
+    "projection_dim": 768,
+    "hidden_act": "quick_gelu",
+}
+
+
+def build_safety_checker(model: str, device: str, dtype: torch.dtype) -> tuple[Any, Any]:
+    """A random-weight safety checker and the standard CLIP image processor, as SD 1.5
+    ships them ("tiny": sdbot's own toy checker for CPU runs)."""
+    if model == "tiny":
+        from generation.tiny import build_tiny_safety_checker
+
+        checker, extractor = build_tiny_safety_checker()
+        return checker.to(device=device, dtype=dtype), extractor
+    from diffusers.pipelines.stable_diffusion.safety_checker import (
+        StableDiffusionSafetyChecker,
+    )
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    config = CLIPConfig(vision_config=SAFETY_VISION, projection_dim=768)
+    with _seeded_on(device):
+        checker = StableDiffusionSafetyChecker(config)
+    return checker.to(dtype=dtype).eval(), CLIPImageProcessor()

@@ -209,9 +209,10 @@ def compiled_graphs() -> int:
 
 
 def warm_up(pipe: Any, sizes: Iterable[tuple[int, int]], max_images: int = 8) -> float:
-    """Compile every bucket now, before members are waiting: per size, two images with
-    guidance (a UNet batch of 4, a VAE batch of 2) and the largest batch the queue forms
-    (`max_images`). Returns the seconds it took."""
+    """Compile every bucket now, before members are waiting: per size, with guidance,
+    one image (the smallest compiled UNet batch, 2), two (the smallest compiled VAE
+    batch) and the largest batch the queue forms (`max_images`), so guards that split
+    the batch range anywhere between are met here. Returns the seconds it took."""
     began = time.perf_counter()
     sizes = list(sizes)
     forwards = compiled_forwards(pipe)
@@ -219,7 +220,7 @@ def warm_up(pipe: Any, sizes: Iterable[tuple[int, int]], max_images: int = 8) ->
         forward.warming = True
     try:
         for width, height in sizes:
-            for count in sorted({2, max(2, max_images)}):
+            for count in sorted({1, 2, max(2, max_images)}):
                 with torch.inference_mode():
                     pipe(
                         prompt=["warm-up"] * count,
@@ -235,6 +236,14 @@ def warm_up(pipe: Any, sizes: Iterable[tuple[int, int]], max_images: int = 8) ->
     seconds = time.perf_counter() - began
     log.info("compiled for %d size(s) %s in %.1f s", len(sizes), sizes, seconds)
     return seconds
+
+
+def uncompile_pipeline(pipe: Any) -> None:
+    """Put the eager forwards back (a compile or its warm-up failed) and drop the graphs."""
+    for module, name in ((pipe.unet, "forward"), (pipe.vae, "decode")):
+        if isinstance(vars(module).get(name), BucketedForward):
+            delattr(module, name)  # the class's own method shows through again
+    release_compiled()
 
 
 def release_compiled() -> None:

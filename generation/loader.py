@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import gc
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +18,11 @@ from typing import Any
 
 import torch
 
-from generation.compiled import CompilePlan, compile_pipeline, warm_up
+from generation.compiled import CompilePlan, compile_pipeline, uncompile_pipeline, warm_up
 from generation.errors import ModelLoadError, UnsafeWeights
 from generation.models import PICKLE_SUFFIXES, Family, ModelSpec, refuse_pickle
 from generation.request import Limits
-from generation.safety import SafetyCheck
+from generation.safety import HostSafetyCheck, SafetyCheck, safety_check
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +160,9 @@ class LoadedModel:
         return self.txt2img.tokenizer
 
     @functools.cached_property
-    def safety(self) -> SafetyCheck | None:
-        """The safety check, run on the device (None when the model ships no checker)."""
-        return SafetyCheck.build(self.safety_checker, self.feature_extractor)
+    def safety(self) -> SafetyCheck | HostSafetyCheck | None:
+        """The safety check, on the device where it can be (None: the model has none)."""
+        return safety_check(self.safety_checker, self.feature_extractor)
 
     @property
     def spare_tokenizer(self) -> Any:
@@ -252,9 +253,12 @@ def load_model(spec: ModelSpec, placement: Placement) -> LoadedModel:
     return model
 
 
-def compile_model(pipe: Any, plan: CompilePlan) -> float:
+def compile_model(pipe: Any, plan: CompilePlan) -> float | None:
     """Compile `pipe` for the plan's sizes and warm every one; the seconds it took.
-    (The image-to-image pipeline shares the modules, so it is compiled too.)"""
+    (The image-to-image pipeline shares the modules, so it is compiled too.)
+
+    If compiling or warming fails (out of memory at the largest batch on a small card,
+    a compiler error), the model runs uncompiled rather than not at all: None."""
     log.info(
         "compiling %s for %s (minutes the first time; the cache in %s makes restarts faster)",
         "the UNet and VAE" if plan.vae else "the UNet",
@@ -262,7 +266,21 @@ def compile_model(pipe: Any, plan: CompilePlan) -> float:
         plan.cache_dir or "the default place",
     )
     compile_pipeline(pipe, plan)
-    return warm_up(pipe, plan.sizes, plan.max_images)
+    try:
+        return warm_up(pipe, plan.sizes, plan.max_images)
+    except Exception as exc:
+        uncompile_pipeline(pipe)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.warning(
+            "compiling failed (%s: %s); the model runs uncompiled. SDBOT_MAX_BATCH or "
+            "SDBOT_COMPILE_ASPECTS can make the warm-up smaller.",
+            type(exc).__name__,
+            str(exc).splitlines()[0][:200] if str(exc) else "",
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
+        return None
 
 
 def _place(pipe: Any, placement: Placement) -> None:

@@ -2,8 +2,10 @@
 
 On CUDA the marks are events recorded in the stream, so taking them never waits
 for the GPU; they are read after the batch's one unavoidable sync (the copy of
-the finished pixels to the host). On other devices work is synchronous and the
-marks are plain clock readings. The runner keeps the last batch's phases for
+the finished pixels to the host). On the CPU work is synchronous and the marks
+are plain clock readings. (On Apple's MPS, which queues work like CUDA but has no
+events here, the clock readings show when work was queued, so only the total
+means much there.) The runner keeps the last batch's phases for
 logs and for `bench/gpu.py`, which sums them to show what lies outside the UNet.
 """
 
@@ -36,14 +38,15 @@ class Marks:
     """Named points in a batch, on the device's own timeline."""
 
     def __init__(self, device: torch.device | str) -> None:
-        self.cuda = torch.device(device).type == "cuda"
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
         self.points: dict[str, torch.cuda.Event | float] = {}
         self.started = time.perf_counter()
 
     def mark(self, name: str) -> None:
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
-            event.record()
+            event.record(torch.cuda.current_stream(self.device))  # that card's, not device 0's
             self.points[name] = event
         else:
             self.points[name] = time.perf_counter()

@@ -196,6 +196,7 @@ class BatchRunner:
         is_cancelled: Callable[[str], bool],
     ) -> dict[str, DecodedOutcome]:
         first = jobs[0].request
+        self.phases = None
         resident = self.model is not None and self.model.spec.name == first.model
         for job in jobs:
             phase = Phase.RUNNING if resident else Phase.LOADING

@@ -11,6 +11,7 @@ host round trip is the final copy of one boolean per image.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ _TORCH_MODES: dict[int | str, str] = {
     "bilinear": "bilinear",
     "bicubic": "bicubic",
 }
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -244,3 +247,41 @@ def _per_channel(value: float | Sequence[float]) -> tuple[float, float, float]:
         return (float(value),) * 3
     first, second, third = (float(v) for v in value)
     return first, second, third
+
+
+class HostSafetyCheck:
+    """The fallback for a feature extractor `SafetyCheck` cannot reproduce (padding, a
+    Lanczos resample): the extractor itself on PIL images, then the checker as it is.
+    Slower (CPU work on the GPU thread), but the model keeps working."""
+
+    def __init__(self, checker: Any, extractor: Any) -> None:
+        self._checker = checker
+        self._extractor = extractor
+
+    def flags(self, images: torch.Tensor) -> tuple[bool, ...]:
+        from PIL import Image
+
+        if images.shape[0] == 0:
+            return ()
+        with torch.inference_mode():
+            pixels = (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
+            arrays = pixels.permute(0, 2, 3, 1).cpu().numpy()
+            clip_input = self._extractor(
+                [Image.fromarray(a) for a in arrays], return_tensors="pt"
+            ).pixel_values
+            weight = next(self._checker.parameters())
+            _, flagged = self._checker(
+                images=arrays.astype(np.float32) / 255.0,
+                clip_input=clip_input.to(device=weight.device, dtype=weight.dtype),
+            )
+        return tuple(bool(flag) for flag in flagged)
+
+
+def safety_check(checker: Any, extractor: Any) -> SafetyCheck | HostSafetyCheck | None:
+    """The on-device check where the extractor's steps can be reproduced, else the host
+    fallback; None when the model ships no checker."""
+    try:
+        return SafetyCheck.build(checker, extractor)
+    except ValueError as exc:
+        log.warning("the safety check runs on the CPU for this model: %s", exc)
+        return HostSafetyCheck(checker, extractor)

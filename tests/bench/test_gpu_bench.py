@@ -154,7 +154,8 @@ def test_cpu_run_of_the_whole_harness(tmp_path: Path) -> None:
     for row in rows:
         assert float(row[2]) > 0, row  # images/s
     assert "2 jobs" in modes["sdbot"][-1]
-    assert out.read_text().count("\n| tiny@128 |") == 2
+    assert "safety checker" in rows[-1][1] and "burst time: prepare" in rows[-1][-1]
+    assert out.read_text().count("\n| tiny@128 |") == 3
 
 
 @pytest.mark.slow

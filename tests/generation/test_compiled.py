@@ -240,3 +240,26 @@ def test_only_the_default_model_is_compiled(
     runner.ensure_model("tiny")
 
     assert asked == {"other": False, "tiny": True}
+
+
+# Last in this file: the fallback drops every compiled graph, the module fixture's too.
+
+
+def test_a_failed_warm_up_leaves_the_model_working_uncompiled(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def out_of_memory(*args: object) -> float:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr("generation.loader.warm_up", out_of_memory)
+
+    model = load_model(parse_model_entry("tiny"), compiled_placement())
+
+    assert model.compile_s is None
+    assert compiled_forwards(model.txt2img) == []
+    assert "compiling failed (OutOfMemoryError" in caplog.text
+    with torch.inference_mode():
+        images = model.txt2img(
+            prompt=["x"] * 2, width=128, height=128, num_inference_steps=2, output_type="pt"
+        ).images
+    assert images.shape == (2, 3, 128, 128)

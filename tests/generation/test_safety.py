@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import CLIPImageProcessor
 
-from generation.safety import ClipPreprocess, SafetyCheck
+from generation.safety import ClipPreprocess, HostSafetyCheck, SafetyCheck, safety_check
 from generation.tiny import build_tiny_safety_checker
 
 # The extractor resizes with PIL (or torchvision on uint8), in two passes that each round
@@ -268,3 +268,20 @@ def test_no_checker_means_no_check() -> None:
     assert SafetyCheck.build(None, extractor) is None
     assert SafetyCheck.build(object(), None) is None
     assert SafetyCheck.build(None, None) is None
+
+
+def test_an_extractor_it_cannot_reproduce_falls_back_to_the_host_path(
+    tiny: tuple[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    checker, _ = tiny
+    lanczos = CLIPImageProcessor(resample=1)
+    pixels = make_pixels(4, 256, 256, seed=3)
+    aim(checker, lanczos, pixels)
+
+    check = safety_check(checker, lanczos)
+
+    assert isinstance(check, HostSafetyCheck)
+    assert "runs on the CPU" in caplog.text and "resample" in caplog.text
+    assert check.flags(as_tensor(pixels)) == cpu_path_flags(checker, lanczos, pixels)
+    assert check.flags(as_tensor(pixels)) == (True, True, False, False)
+    assert safety_check(None, lanczos) is None
