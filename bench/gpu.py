@@ -94,7 +94,7 @@ from bench.gpu_models import (
     image_tflop,
     profile_for,
 )
-from generation.compiled import CompilePlan, compiled_graphs
+from generation.compiled import CompilePlan, compiled_graphs, use_cache_dir
 from generation.errors import JobFailed
 from generation.jobs import Job
 from generation.loader import LoadedModel, Placement, _place, compile_model
@@ -578,9 +578,9 @@ def use_compile_cache(name: str, root: Path | None = None) -> Path:
             _CACHE_ROOT.append(Path(tempfile.mkdtemp(prefix="sdbot-bench-compile-")))
         root = _CACHE_ROOT[0]
     folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "inductor")
-    os.environ["TRITON_CACHE_DIR"] = str(folder / "triton")
+    for variable in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        os.environ.pop(variable, None)  # sdbot's own setter keeps values already there
+    use_cache_dir(folder)
     return folder
 
 

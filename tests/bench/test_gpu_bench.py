@@ -130,25 +130,18 @@ def _final_rows(output: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
 
 
+def _cpu_bench(*args: str, timeout: float) -> list[list[str]]:
+    """Run bench/gpu.py on the CPU with the tiny model; the final table's rows."""
+    command = [sys.executable, "bench/gpu.py", "--device", "cpu", "--model", "tiny", *args]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return _final_rows(done.stdout)
+
+
 @pytest.mark.slow
 def test_cpu_run_of_the_whole_harness(tmp_path: Path) -> None:
     out = tmp_path / "gpu.md"
-    command = [
-        sys.executable,
-        "bench/gpu.py",
-        "--device",
-        "cpu",
-        "--model",
-        "tiny",
-        "--requests",
-        "2",
-        "--quick",
-        "--out",
-        str(out),
-    ]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = _final_rows(done.stdout)
+    rows = _cpu_bench("--requests", "2", "--quick", "--out", str(out), timeout=240)
     modes = {row[1].split(":")[0].split(" ")[0]: row for row in rows}
     assert set(modes) == {"baseline", "sdbot"}
     for row in rows:
@@ -163,22 +156,9 @@ def test_cpu_run_of_the_compile_rows(tmp_path: Path) -> None:
     """The torch.compile rows with dynamo's "eager" backend (inductor's code generation
     takes minutes on two cores): sdbot's compile at load, the burst with no graph
     compiled, the phase breakdown, and the restart probe in a new process."""
-    command = [
-        sys.executable,
-        "bench/gpu.py",
-        "--device",
-        "cpu",
-        "--model",
-        "tiny",
-        "--requests",
-        "3",
-        "--compile-only",
-        "--compile-backend",
-        "eager",
-    ]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = _final_rows(done.stdout)
+    rows = _cpu_bench(
+        "--requests", "3", "--compile-only", "--compile-backend", "eager", timeout=300
+    )
     assert len(rows) == 3 and not any("ERROR" in row[-1] for row in rows), rows
     compiled, restart, unet_only = rows
     assert "compiled UNet+VAE" in compiled[1] and "compiled UNet," in unet_only[1]
